@@ -1,0 +1,210 @@
+"""The user's entry points: `online_grad` (the online learner) and `bptt_grad` (the reference)."""
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .tracer.methods import get_method
+from .tracer.program import OnlineProgram
+from .validate import check_loss, check_model_output, check_params
+
+
+class Carry(NamedTuple):
+    """What an online learner carries from one step to the next.
+
+    - `state`: the model state (the user's pytree).
+    - `traces`: the eligibility traces, one array per (state leaf, parameter leaf) block,
+      or `None` before the first step when `init` was given no example input.
+    """
+    state: Any
+    traces: Any
+
+
+class StepOutput(NamedTuple):
+    """`loss` and `output` of this step; `grads`: this step's d loss_t / d params (history included)."""
+    loss: Any
+    output: Any
+    grads: Any
+
+
+class RunTotal(NamedTuple):
+    """Totals of `run`: summed `loss` and `grads`, and the stacked `outputs`."""
+    loss: Any
+    grads: Any
+    outputs: Any
+
+
+class OnlineLearner:
+    """An online gradient learner for one model; build it with `sparseprop.online_grad`."""
+
+    def __init__(self, model: Callable, loss_fn: Optional[Callable], method="exact"):
+        self.model = model
+        self.loss_fn = loss_fn
+        self.method = get_method(method)
+        self._programs = {}
+
+    # -- structure ---------------------------------------------------------
+    def program(self, params, state, x) -> OnlineProgram:
+        """The traced structure for these shapes (built once per distinct set of shapes)."""
+        key = jax.tree_util.tree_structure((params, state, x)), tuple(
+            (np.shape(v), jnp.result_type(v)) for v in jax.tree_util.tree_leaves((params, state, x)))
+        prog = self._programs.get(key)
+        if prog is None:
+            check_params(params)
+            check_model_output(self.model, params, state, x)
+            prog = OnlineProgram(self.model, self.method, params, state, x)
+            self._programs[key] = prog
+        return prog
+
+    # -- the online API ----------------------------------------------------
+    def init(self, params, state0, x=None) -> Carry:
+        """Start a stream from `state0`.
+
+        **Arguments:**
+
+        - `params`: the model parameters (a pytree of float arrays).
+        - `state0`: the initial model state; it does not depend on `params`, so every trace starts at zero.
+        - `x`: an example input of one step. Needed to fix the traces' shapes now (for
+          `lax.scan` over `step`); without it they are created by the first `step`.
+
+        **Returns:**
+
+        A `Carry(state, traces)`.
+        """
+        if x is None:
+            return Carry(state0, None)
+        return Carry(state0, self.program(params, state0, x).zero_traces())
+
+    def step(self, params, carry: Carry, x, target) -> tuple:
+        """Advance one time step and return this step's gradient.
+
+        **Arguments:**
+
+        - `params`: the parameters (may change between steps, as in online learning).
+        - `carry`: from `init` or the previous `step`.
+        - `x`, `target`: this step's input and target (`target` is passed to `loss_fn`).
+
+        **Returns:**
+
+        `(carry, StepOutput(loss, output, grads))`; `grads` is a pytree like `params`.
+        """
+        self._need_loss("step")
+        prog = self.program(params, carry.state, x)
+        traces = prog.zero_traces() if carry.traces is None else carry.traces
+        p = jax.tree_util.tree_leaves(params)
+        s = jax.tree_util.tree_leaves(carry.state)
+        xs = jax.tree_util.tree_leaves(x)
+
+        def loss_of(p_leaves, s_leaves):
+            new_state, y = prog.call_model(p_leaves, s_leaves, xs)
+            loss = self.loss_fn(y, target)
+            check_loss(loss)
+            return loss, y
+
+        new_s, new_traces, loss, y, grads = prog.step(p, s, traces, xs, loss_of)
+        new_state = jax.tree_util.tree_unflatten(prog.s_def, new_s)
+        grads = jax.tree_util.tree_unflatten(prog.p_def, grads)
+        return Carry(new_state, new_traces), StepOutput(loss, y, grads)
+
+    def run(self, params, carry: Carry, xs, targets) -> tuple:
+        """Scan `step` over the leading time axis of `xs` and `targets`.
+
+        **Arguments:**
+
+        - `params`: the parameters (held fixed during the run).
+        - `carry`: from `init` or an earlier `run` (runs chain: two chunks equal one run).
+        - `xs`, `targets`: pytrees whose leaves have a leading time axis.
+
+        **Returns:**
+
+        `(carry, RunTotal(loss, grads, outputs))` with summed loss and gradients.
+        """
+        if carry.traces is None:
+            x0 = jax.tree_util.tree_map(lambda v: v[0], xs)
+            carry = Carry(carry.state, self.program(params, carry.state, x0).zero_traces())
+        zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+
+        def body(acc, inputs):
+            c, loss, grads = acc
+            x, target = inputs
+            c, out = self.step(params, c, x, target)
+            grads = jax.tree_util.tree_map(jnp.add, grads, out.grads)
+            return (c, loss + out.loss, grads), out.output
+
+        loss0 = jnp.zeros((), jnp.result_type(*jax.tree_util.tree_leaves(params)))
+        (carry, loss, grads), outputs = jax.lax.scan(body, (carry, loss0, zero), (xs, targets))
+        return carry, RunTotal(loss, grads, outputs)
+
+    # -- reports -------------------------------------------------------------
+    def explain(self, params, state0, x0, print_report: bool = True):
+        """What the tracer derived for this model: per parameter, each trace block's kind,
+        shape, bytes and update rule, and every term the method drops with its source line.
+
+        **Arguments:**
+
+        - `params`, `state0`, `x0`: example parameters, state and one step's input.
+        - `print_report`: also print the report.
+
+        **Returns:**
+
+        An `Explanation` (its `str` is the printed report).
+        """
+        from .explain import explain
+        report = explain(self.program(params, state0, x0))
+        if print_report:
+            print(report)
+        return report
+
+    def is_exact(self, params, state0, x0) -> bool:
+        """Whether this learner's gradient equals BPTT for this model (no term dropped)."""
+        return self.method.exact or not self.program(params, state0, x0).cuts
+
+    def _need_loss(self, what):
+        if self.loss_fn is None:
+            raise ValueError(f"learner.{what} needs a loss_fn; without one, use the learning-signal "
+                             f"API (learner.eligibility / learner.apply_signal)")
+
+
+def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exact") -> OnlineLearner:
+    """An online learner that returns, at every step, the gradient of that step's loss.
+
+    **Arguments:**
+
+    - `model`: `model(params, state, x) -> (new_state, y)` for one example (no batch axis).
+    - `loss_fn`: `loss_fn(y, target) -> scalar`; the sequence loss is the sum over steps.
+    - `method`: `"exact"` (equals BPTT) or `"eprop"` (drops neuron-mixing paths from the
+      traces, reported by `explain()`), or a `sparseprop.tracer.methods.Method`.
+
+    **Returns:**
+
+    An `OnlineLearner` with `init`, `step`, `run`, `explain` and `is_exact`.
+    """
+    return OnlineLearner(model, loss_fn, method)
+
+
+def bptt_grad(model: Callable, loss_fn: Callable) -> Callable:
+    """The reference: backpropagation through time over a `lax.scan` of the model.
+
+    **Arguments:**
+
+    - `model`, `loss_fn`: as for `online_grad`.
+
+    **Returns:**
+
+    `f(params, state0, xs, targets) -> (loss, grads)`, the summed loss and its gradient.
+    """
+    def total_loss(params, state0, xs, targets):
+        def body(state, inputs):
+            x, target = inputs
+            state, y = model(params, state, x)
+            return state, loss_fn(y, target)
+        _, losses = jax.lax.scan(body, state0, (xs, targets))
+        return jnp.sum(losses)
+
+    def f(params, state0, xs, targets):
+        check_params(params)
+        return jax.value_and_grad(total_loss)(params, state0, xs, targets)
+    return f

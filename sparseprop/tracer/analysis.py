@@ -1,0 +1,182 @@
+"""The structural pass: walk a jaxpr and propagate dependency maps.
+
+Two uses share this walker:
+- on the JVP program of a step, to prove the sparsity of the state Jacobian and of
+  each parameter's direct effect (`mode="jacobian"`), and to find *synapses*:
+  `dot_general`s where a parameter's tangent meets a tangent-free operand;
+- on the step itself, to find the operations that mix neurons of the previous state
+  (`mode="mixing"`), which approximate methods cut.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Hashable, List, Optional, Tuple
+
+from jax.extend import core as jcore
+
+from .errors import source_line
+from .rules import RULES, apply_rule, conservative_rule
+from .structure import Deps, identity_map, lost_matches, merge_deps
+
+CALLS = {"jit", "pjit", "closed_call", "core_call", "remat", "checkpoint"}
+OPAQUE_CALLS = {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_lin"}
+
+Path = Tuple[int, ...]
+
+
+@dataclass
+class Synapse:
+    """`I = dot_general(W, u)` (or `(u, W)`): the parameter W enters through a matrix product."""
+    path: Path
+    key: Hashable            # ("synapse", k): the tracked input standing for I
+    param: Hashable          # ("param", j)
+    perm: Tuple[int, ...]    # operand axis a is parameter axis perm[a]
+    param_side: int          # 0 if W is the lhs, 1 if the rhs
+    dimension_numbers: tuple
+    out_shape: Tuple[int, ...]
+    source: str
+
+
+@dataclass
+class Mixing:
+    """An equation that mixes neurons of the previous state through operand `operand`."""
+    path: Path
+    primitive: str
+    operand: int
+    states: Tuple[Hashable, ...]
+    source: str
+
+
+@dataclass
+class Note:
+    path: Path
+    primitive: str
+    source: str
+    what: str
+
+
+@dataclass
+class Analysis:
+    outputs: List[Deps]
+    synapses: List[Synapse] = field(default_factory=list)
+    mixing: List[Mixing] = field(default_factory=list)
+    notes: List[Note] = field(default_factory=list)
+
+
+def _sub_jaxpr(eqn):
+    p = eqn.params
+    j = p.get("jaxpr", p.get("call_jaxpr"))
+    if j is None:
+        return None, ()
+    if isinstance(j, jcore.ClosedJaxpr):
+        return j.jaxpr, j.consts
+    return j, ()
+
+
+class _Walker:
+    def __init__(self, mode: str):
+        self.mode = mode
+        self.result = Analysis(outputs=[])
+
+    def walk(self, jaxpr, in_deps: List[Deps], path: Path, raw: Dict) -> List[Deps]:
+        env: Dict = {}
+        for v, d in zip(jaxpr.invars, in_deps):
+            env[v] = d
+
+        def read(v):
+            return {} if isinstance(v, jcore.Literal) else env.get(v, {})
+
+        for i, eqn in enumerate(jaxpr.eqns):
+            here = path + (i,)
+            ins = [read(v) for v in eqn.invars]
+            name = eqn.primitive.name
+            if not any(ins):
+                outs = [{} for _ in eqn.outvars]
+            elif name in CALLS and _sub_jaxpr(eqn)[0] is not None:
+                sub, consts = _sub_jaxpr(eqn)
+                inner_raw = {iv: raw[ov] for iv, ov in zip(sub.invars, eqn.invars)
+                             if not isinstance(ov, jcore.Literal) and ov in raw}
+                outs = self.walk(sub, ins, here, inner_raw)
+            elif self.mode == "jacobian" and name == "dot_general" and self._synapse(eqn, ins, here, raw):
+                outs = [{self.result.synapses[-1].key: identity_map(len(eqn.outvars[0].aval.shape))}]
+            else:
+                outs = self._leaf(eqn, ins, here)
+            if name == "transpose" and eqn.invars[0] in raw:
+                key, perm = raw[eqn.invars[0]]
+                raw = dict(raw)
+                raw[eqn.outvars[0]] = (key, tuple(perm[p] for p in eqn.params["permutation"]))
+            for v, d in zip(eqn.outvars, outs):
+                env[v] = d
+        return [read(v) for v in jaxpr.outvars]
+
+    def _rule_or_body(self, eqn, ins, here):
+        name = eqn.primitive.name
+        if name in OPAQUE_CALLS and _sub_jaxpr(eqn)[0] is not None:
+            sub, _ = _sub_jaxpr(eqn)
+            # The body's own structure; its inner equations cannot be rewritten, so the
+            # whole call is treated as one operation.
+            inner = _Walker("jacobian-opaque")
+            return inner.walk(sub, list(ins), here, {})
+        if name == "cond":
+            outs = None
+            for br in eqn.params["branches"]:
+                o = _Walker("jacobian-opaque").walk(br.jaxpr, list(ins[1:]), here, {})
+                outs = o if outs is None else [merge_deps(a, b) for a, b in zip(outs, o)]
+            return outs
+        return apply_rule(eqn, ins)
+
+    def _leaf(self, eqn, ins, here):
+        name = eqn.primitive.name
+        outs = self._rule_or_body(eqn, ins, here)
+        if name not in RULES and name not in OPAQUE_CALLS and name != "cond":
+            self.result.notes.append(Note(here, name, source_line(eqn),
+                                          "no structural rule: treated as mixing every entry"))
+        if self.mode == "mixing":
+            for k, d in enumerate(ins):
+                if not d:
+                    continue
+                alone = [dict() if j != k else d for j in range(len(ins))]
+                out_alone = merge_deps(*self._rule_or_body(eqn, alone, here))
+                lost = lost_matches(d, out_alone)
+                if lost:
+                    self.result.mixing.append(Mixing(here, name, k, tuple(sorted(lost, key=str)),
+                                                     source_line(eqn)))
+        return outs
+
+    def _synapse(self, eqn, ins, here, raw) -> bool:
+        for side in (0, 1):
+            w, u = eqn.invars[side], eqn.invars[1 - side]
+            if isinstance(w, jcore.Literal) or w not in raw or ins[1 - side]:
+                continue
+            key, perm = raw[w]
+            if set(ins[side]) != {key}:
+                continue
+            k = len(self.result.synapses)
+            self.result.synapses.append(Synapse(
+                path=here, key=("synapse", k), param=key, perm=perm, param_side=side,
+                dimension_numbers=eqn.params["dimension_numbers"],
+                out_shape=tuple(eqn.outvars[0].aval.shape), source=source_line(eqn)))
+            return True
+        return False
+
+
+def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None) -> Analysis:
+    """Walk `jaxpr` (open) with `in_deps` for its invars.
+
+    **Arguments:**
+
+    - `jaxpr`: a `jax.extend.core.Jaxpr`.
+    - `in_deps`: one `Deps` per invar (empty for untracked inputs).
+    - `mode`: `"jacobian"` (record synapses) or `"mixing"` (record mixing equations).
+    - `raw`: invars that are raw parameter tangents, `{var: (param key, identity perm)}`.
+
+    **Returns:**
+
+    An `Analysis` with the output dependencies and what was recorded.
+    """
+    walker = _Walker(mode)
+    walker.result.outputs = walker.walk(jaxpr, list(in_deps), (), dict(raw or {}))
+    return walker.result
+
+
+__all__ = ["analyse", "Analysis", "Synapse", "Mixing", "Note", "conservative_rule"]

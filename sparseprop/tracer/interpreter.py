@@ -1,0 +1,68 @@
+"""Evaluate a jaxpr equation by equation, with some equations replaced.
+
+The emitted online program is this interpreter traced once under `jax.jit`: the
+replacements (a synapse's output swapped for a probe, a stop_gradient on a mixing
+operand, a custom_vjp turned forward-differentiable) cost nothing at run time.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Sequence, Tuple
+
+from jax._src import source_info_util
+from jax.extend import core as jcore
+
+from .analysis import CALLS, _sub_jaxpr
+
+Override = Callable[[object, list], list]
+
+
+def evaluate(jaxpr, consts: Sequence, args: Sequence, overrides: Dict[Tuple[int, ...], Override],
+             by_primitive: Dict[str, Override] | None = None, path: Tuple[int, ...] = ()):
+    """Run `jaxpr` on `args`; `overrides[path](eqn, invals)` replaces the equation at `path`.
+
+    **Arguments:**
+
+    - `jaxpr`, `consts`, `args`: an open jaxpr, its constants and its inputs.
+    - `overrides`: replacement functions keyed by equation path (indices through calls).
+    - `by_primitive`: replacement functions keyed by primitive name (applied everywhere).
+
+    **Returns:**
+
+    The list of output values.
+    """
+    by_primitive = by_primitive or {}
+    env = {}
+
+    def read(v):
+        return v.val if isinstance(v, jcore.Literal) else env[v]
+
+    for v, x in zip(jaxpr.constvars, consts):
+        env[v] = x
+    for v, x in zip(jaxpr.invars, args):
+        env[v] = x
+    for i, eqn in enumerate(jaxpr.eqns):
+        here = path + (i,)
+        invals = [read(v) for v in eqn.invars]
+        name = eqn.primitive.name
+        if here in overrides:
+            outs = overrides[here](eqn, invals)
+        elif name in CALLS and _sub_jaxpr(eqn)[0] is not None:
+            sub, sub_consts = _sub_jaxpr(eqn)
+            outs = evaluate(sub, sub_consts, invals, overrides, by_primitive, here)
+        elif name in by_primitive:
+            outs = by_primitive[name](eqn, invals)
+        else:
+            outs = bind(eqn, invals)
+        if not eqn.primitive.multiple_results and not isinstance(outs, (list, tuple)):
+            outs = [outs]
+        for v, x in zip(eqn.outvars, outs):
+            env[v] = x
+    return [read(v) for v in jaxpr.outvars]
+
+
+def bind(eqn, invals):
+    """Apply `eqn`'s primitive to `invals`, keeping the user's source information."""
+    params = eqn.primitive.get_bind_params(eqn.params)
+    with source_info_util.user_context(eqn.source_info.traceback, name_stack=eqn.source_info.name_stack):
+        out = eqn.primitive.bind(*invals, **params)
+    return list(out) if eqn.primitive.multiple_results else [out]

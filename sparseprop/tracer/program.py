@@ -1,0 +1,418 @@
+"""Build the online program of a step function: traces, their update rules, the gradient.
+
+With s_t = f(s_{t-1}, x_t; θ) and M_t = ds_t/dθ (the trace):
+
+    M_t = ∂f/∂s · M_{t-1} + ∂f/∂θ
+    dl_t/dθ = λ_t · M_{t-1} + ∂l_t/∂θ,   λ_t = ∂l_t/∂s_{t-1}
+
+`OnlineProgram` proves the structure of ∂f/∂s and ∂f/∂θ on the JVP program of the step
+(`analysis.py`), stores each trace block M[a, p] (state leaf a, parameter leaf p) in
+the most compressed form that the proof allows (`jacobian.py`), computes the Jacobian
+blocks of one step from a few compressed JVP probes (`seeds.py`), and takes λ_t and the
+direct term from one local reverse pass of the same step.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass
+from typing import Dict, Hashable, List, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.extend import core as jcore
+
+from . import jacobian as jac
+from .analysis import Analysis, Synapse, analyse
+from .errors import TracerError
+from .interpreter import evaluate
+from .methods import Method
+from .seeds import compressed_axes, enumerated_shape, probes
+from .structure import AxisMap, compose_maps, identity_map, merge_maps
+
+DENSE_WARNING_BYTES = 64 * 2**20
+
+
+def _inexact(x) -> bool:
+    return jnp.issubdtype(jnp.result_type(x), jnp.inexact)
+
+
+@dataclass
+class TraceBlock:
+    state: int                 # index into the flat state leaves
+    param: int                 # index into the flat parameter leaves
+    spec: AxisMap              # parameter axis -> state axis it is matched to, or None
+    shape: Tuple[int, ...]
+    dtype: object
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+class OnlineProgram:
+    """The compiled structure of one model at one set of shapes (built once, then jitted)."""
+
+    def __init__(self, model, method: Method, params, state, x):
+        self.model, self.method = model, method
+        p_named, self.p_def = jax.tree_util.tree_flatten_with_path(params)
+        s_named, self.s_def = jax.tree_util.tree_flatten_with_path(state)
+        self.param_names = [jax.tree_util.keystr(k) or "params" for k, _ in p_named]
+        self.state_names = [jax.tree_util.keystr(k) or "state" for k, _ in s_named]
+        p = [jnp.asarray(v) for _, v in p_named]
+        s = [jnp.asarray(v) for _, v in s_named]
+        xs, self.x_def = jax.tree_util.tree_flatten(x)
+        self.p_avals = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in p]
+        self.s_avals = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in s]
+        self.diff_states = [i for i, v in enumerate(s) if _inexact(v)]
+        self._trace_model(p, s, xs)
+        self._trace_jvp(p, s, xs)
+        self._plan()
+
+    # ---------------------------------------------------------------- tracing
+    def call_model(self, p_leaves, s_leaves, x_leaves):
+        params = jax.tree_util.tree_unflatten(self.p_def, p_leaves)
+        state = jax.tree_util.tree_unflatten(self.s_def, s_leaves)
+        x = jax.tree_util.tree_unflatten(self.x_def, x_leaves)
+        return self.model(params, state, x)
+
+    def _trace_model(self, p, s, xs):
+        def state_only(p, s, xs):
+            new_state, _ = self.call_model(p, s, xs)
+            return jax.tree_util.tree_leaves(new_state)
+
+        self.state_jaxpr = jax.make_jaxpr(state_only)(p, s, xs)
+        nps, nss = len(p), len(s)
+        in_deps = [{} for _ in range(nps)] + [
+            {("state", i): identity_map(len(s[i].shape))} if i in self.diff_states else {}
+            for i in range(nss)] + [{} for _ in xs]
+        self.mixing_analysis = analyse(self.state_jaxpr.jaxpr, in_deps, mode="mixing")
+        self.cuts = self.method.cuts(self.mixing_analysis.mixing)
+
+    def state_fn(self, p, s, xs):
+        """The model's state update with the method's cuts applied (stop_gradient)."""
+        overrides = {c.path: _stop_gradient_operand(c.operand) for c in self.cuts}
+        return evaluate(self.state_jaxpr.jaxpr, self.state_jaxpr.consts, list(p) + list(s) + list(xs),
+                        overrides, {"custom_vjp_call": _forward_custom_vjp,
+                                    "custom_vjp_call_jaxpr": _forward_custom_vjp})
+
+    def _trace_jvp(self, p, s, xs):
+        ds_idx = self.diff_states
+
+        def jvp_program(p, s, xs, dp, ds):
+            def f(p, sd):
+                full = list(s)
+                for i, v in zip(ds_idx, sd):
+                    full[i] = v
+                new = self.state_fn(p, full, xs)
+                return [new[i] for i in ds_idx]
+            return jax.jvp(f, (p, [s[i] for i in ds_idx]), (dp, ds))
+
+        try:
+            self.jvp_jaxpr = jax.make_jaxpr(jvp_program)(p, s, xs, p, [s[i] for i in ds_idx])
+        except NotImplementedError as e:
+            raise TracerError(_explain_jvp_failure(e, self.state_jaxpr.jaxpr)) from e
+        jx = self.jvp_jaxpr.jaxpr
+        n_in = len(p) + len(s) + len(xs)
+        dp_vars = jx.invars[n_in: n_in + len(p)]
+        ds_vars = jx.invars[n_in + len(p):]
+        in_deps = [{} for _ in range(n_in)]
+        in_deps += [{("param", j): identity_map(len(p[j].shape))} for j in range(len(p))]
+        in_deps += [{("state", i): identity_map(len(s[i].shape))} for i in ds_idx]
+        raw = {v: (("param", j), identity_map(len(p[j].shape))) for j, v in enumerate(dp_vars)}
+        self.jacobian_analysis: Analysis = analyse(jx, in_deps, mode="jacobian", raw=raw)
+        n_out = len(ds_idx)
+        self.tangent_deps = self.jacobian_analysis.outputs[n_out:]
+        self.n_inputs = n_in
+        del ds_vars
+
+    # ---------------------------------------------------------------- planning
+    def _input_shape(self, key):
+        kind, k = key
+        if kind == "param":
+            return tuple(self.p_avals[k].shape)
+        if kind == "state":
+            return tuple(self.s_avals[k].shape)
+        return self.jacobian_analysis.synapses[k].out_shape
+
+    def _synapse_param_map(self, syn: Synapse) -> AxisMap:
+        """Map of the synapse output I on its parameter W: kept axes matched, contracted free."""
+        (lc, rc), (lb, rb) = syn.dimension_numbers
+        ndims = len(self._input_shape(syn.param))
+        contract, batch = (lc, lb) if syn.param_side == 0 else (rc, rb)
+        free = [a for a in range(ndims) if a not in contract and a not in batch]
+        other_free = 0
+        if syn.param_side == 1:
+            other_ndim = len(syn.out_shape) - len(batch) - len(free)
+            other_free = other_ndim
+        out = [None] * ndims
+        for pos, a in enumerate(batch):
+            out[syn.perm[a]] = pos
+        for pos, a in enumerate(free):
+            out[syn.perm[a]] = len(batch) + other_free + pos
+        return tuple(out)
+
+    def _plan(self):
+        an = self.jacobian_analysis
+        S = self.diff_states
+        # dependency maps of each new-state leaf (by flat state index) on each tracked input
+        self.jmap: Dict[int, Dict[Hashable, AxisMap]] = {a: dict(d) for a, d in zip(S, self.tangent_deps)}
+        # direct maps of states on parameters (through synapses or other uses)
+        direct: Dict[Tuple[int, int], AxisMap] = {}
+        for a in S:
+            for key, m in self.jmap[a].items():
+                if key[0] == "param":
+                    direct[(a, key[1])] = merge_maps(direct.get((a, key[1])), m)
+                elif key[0] == "synapse":
+                    syn = an.synapses[key[1]]
+                    pm = compose_maps(m, self._synapse_param_map(syn))
+                    direct[(a, syn.param[1])] = merge_maps(direct.get((a, syn.param[1])), pm)
+        # fixed point: total(a, p) = direct ∪ ⋃_b J[a←b] ∘ total(b, p)
+        total = dict(direct)
+        changed = True
+        while changed:
+            changed = False
+            for a in S:
+                for key, m in self.jmap[a].items():
+                    if key[0] != "state":
+                        continue
+                    b = key[1]
+                    for (bb, pj), tm in list(total.items()):
+                        if bb != b:
+                            continue
+                        new = merge_maps(total.get((a, pj)), compose_maps(m, tm))
+                        if new != total.get((a, pj)):
+                            total[(a, pj)] = new
+                            changed = True
+        self.blocks: List[TraceBlock] = []
+        for (a, pj), spec in sorted(total.items()):
+            shape = jac.stored_shape(self.s_avals[a].shape, spec, self.p_avals[pj].shape)
+            dtype = jnp.result_type(self.s_avals[a].dtype, self.p_avals[pj].dtype)
+            self.blocks.append(TraceBlock(a, pj, spec, shape, dtype))
+        self.block_index = {(b.state, b.param): i for i, b in enumerate(self.blocks)}
+        # probes: every tracked input that some new state depends on directly
+        inputs = sorted({key for a in S for key in self.jmap[a]}, key=str)
+        self.probe_plan = []   # (key, compressed axes, offset, count)
+        offset = 0
+        for key in inputs:
+            shape = self._input_shape(key)
+            comp = compressed_axes([self.jmap[a][key] for a in S if key in self.jmap[a]], len(shape))
+            count = int(np.prod(enumerated_shape(shape, comp), dtype=np.int64))
+            self.probe_plan.append((key, comp, offset, count))
+            offset += count
+        self.n_probes = offset
+        dense = sum(b.nbytes for b in self.blocks if all(s is None for s in b.spec) and len(b.spec))
+        if dense > DENSE_WARNING_BYTES:
+            warnings.warn(
+                f"sparseprop: exact online learning needs dense trace blocks of {dense / 2**20:.1f} MiB "
+                f"per example (a matrix or reduction couples neurons of the previous state); "
+                f"method='eprop' keeps traces per neuron. See learner.explain().", stacklevel=4)
+
+    # ---------------------------------------------------------------- run time
+    def zero_traces(self):
+        return tuple(jnp.zeros(b.shape, b.dtype) for b in self.blocks)
+
+    def _probe_tangents(self, p, s):
+        """Batched tangents for the JVP program's inputs and the synapse probes."""
+        dtype_of = {("param", j): v.dtype for j, v in enumerate(self.p_avals)}
+        dtype_of.update({("state", i): v.dtype for i, v in enumerate(self.s_avals)})
+        batched = {}
+        for key, comp, offset, count in self.probe_plan:
+            shape = self._input_shape(key)
+            dtype = dtype_of.get(key, self._synapse_dtype(key))
+            block = jnp.asarray(probes(shape, comp, np.dtype(dtype)))
+            full = jnp.zeros((self.n_probes,) + shape, dtype)
+            batched[key] = full.at[offset: offset + count].set(block)
+        return batched
+
+    def _synapse_dtype(self, key):
+        if key[0] != "synapse":
+            return jnp.float32
+        return self._synapse_out_dtype[key[1]]
+
+    def jacobian_blocks(self, p, s, xs):
+        """Evaluate one step: new state and the structured Jacobian blocks of the update."""
+        an = self.jacobian_analysis
+        jx = self.jvp_jaxpr
+        n_p, S = len(p), self.diff_states
+        self._synapse_out_dtype = {}
+        for syn in an.synapses:
+            self._synapse_out_dtype[syn.key[1]] = self._synapse_eqn_dtype(syn)
+        batched = self._probe_tangents(p, s)
+
+        def run(tangents):
+            captured = {}
+            overrides = {}
+            for syn in an.synapses:
+                def take(eqn, invals, syn=syn):
+                    captured[syn.key[1]] = invals[1 - syn.param_side]
+                    if syn.key in tangents:
+                        return [tangents[syn.key]]
+                    aval = eqn.outvars[0].aval
+                    return [jnp.zeros(aval.shape, aval.dtype)]   # reaches no new state
+                overrides[syn.path] = take
+            dp = [tangents.get(("param", j), jnp.zeros(v.shape, v.dtype)) for j, v in enumerate(self.p_avals)]
+            ds = [tangents.get(("state", i), jnp.zeros(self.s_avals[i].shape, self.s_avals[i].dtype))
+                  for i in S]
+            outs = evaluate(jx.jaxpr, jx.consts, list(p) + list(s) + list(xs) + dp + ds, overrides)
+            n = len(S)
+            return outs[:n], outs[n:], [captured[k] for k in range(len(an.synapses))]
+
+        new_s, tangents, us = jax.vmap(run, in_axes=(0,), out_axes=(None, 0, None))(batched)
+        blocks: Dict[Tuple[int, Hashable], jac.StructJac] = {}
+        for key, comp, offset, count in self.probe_plan:
+            in_shape = self._input_shape(key)
+            enum = enumerated_shape(in_shape, comp)
+            for pos, a in enumerate(S):
+                m = self.jmap[a].get(key)
+                if m is None:
+                    continue
+                t = tangents[pos][offset: offset + count]
+                t = t.reshape(enum + tuple(self.s_avals[a].shape))
+                t = jnp.moveaxis(t, tuple(range(len(enum))), tuple(range(t.ndim - len(enum), t.ndim)))
+                spec = tuple(m[k] if k in comp else None for k in range(len(in_shape)))
+                blocks[(a, key)] = jac.respec(jac.StructJac(t, spec, in_shape), m)
+        full_s = list(s)
+        for i, v in zip(S, new_s):
+            full_s[i] = v
+        return full_s, blocks, us
+
+    def _synapse_eqn_dtype(self, syn: Synapse):
+        eqn = _eqn_at(self.jvp_jaxpr.jaxpr, syn.path)
+        return eqn.outvars[0].aval.dtype
+
+    def synapse_block(self, psi: jac.StructJac, u, syn: Synapse) -> jac.StructJac:
+        """d state / d W from ψ = d state / d I and the presynaptic operand u of I = W·u."""
+        (lc, rc), (lb, rb) = syn.dimension_numbers
+        p_shape = self._input_shape(syn.param)
+        fresh = jac._Labels()
+        p_labels = [fresh() for _ in p_shape]
+        w_ndim = len(p_shape)
+        u_ndim = u.ndim
+        w_contract, u_contract = (lc, rc) if syn.param_side == 0 else (rc, lc)
+        w_batch, u_batch = (lb, rb) if syn.param_side == 0 else (rb, lb)
+        op_label = [p_labels[syn.perm[a]] for a in range(w_ndim)]    # labels of W's operand axes
+        u_labels = [None] * u_ndim
+        for wa, ua in zip(w_contract, u_contract):
+            u_labels[ua] = op_label[wa]
+        for wa, ua in zip(w_batch, u_batch):
+            u_labels[ua] = op_label[wa]
+        for ua in range(u_ndim):
+            if u_labels[ua] is None:
+                u_labels[ua] = fresh()
+        w_free = [op_label[a] for a in range(w_ndim) if a not in w_contract and a not in w_batch]
+        u_free = [u_labels[a] for a in range(u_ndim) if a not in u_contract and a not in u_batch]
+        batch = [op_label[a] for a in w_batch]
+        i_labels = batch + (w_free + u_free if syn.param_side == 0 else u_free + w_free)
+        s_out, s_free = jac._labels(psi.out_ndim, psi.spec, None, i_labels, fresh)
+        spec = tuple(s_out.index(l) if l in s_out else None for l in p_labels)
+        out = s_out + [l for l, sp in zip(p_labels, spec) if sp is None]
+        array = jac.einsum([psi.array, u], [s_out + s_free, u_labels], out)
+        return jac.StructJac(array, spec, p_shape)
+
+    def step(self, p, s, traces, xs, loss_of):
+        """One online step. `loss_of(p, s)` returns (loss, output) of this step.
+
+        **Returns:** (new state leaves, new traces, loss, output, gradient leaves).
+        """
+        S = self.diff_states
+        new_s, J, us = self.jacobian_blocks(p, s, xs)
+
+        def local(p, sd):
+            full = list(s)
+            for i, v in zip(S, sd):
+                full[i] = v
+            return loss_of(p, full)
+
+        loss, vjp_fn, y = jax.vjp(local, list(p), [s[i] for i in S], has_aux=True)
+        direct, lam = vjp_fn(jnp.ones_like(loss))
+        grads = list(direct)
+        for blk, T in zip(self.blocks, traces):
+            lam_a = lam[S.index(blk.state)]
+            lj = jac.StructJac(lam_a, (None,) * lam_a.ndim, lam_a.shape)
+            g = jac.compose(lj, jac.StructJac(T, blk.spec, self.p_avals[blk.param].shape))
+            grads[blk.param] = grads[blk.param] + g.array.astype(grads[blk.param].dtype)
+        new_traces = []
+        an = self.jacobian_analysis
+        for blk, T in zip(self.blocks, traces):
+            a, pj = blk.state, blk.param
+            p_shape = self.p_avals[pj].shape
+            parts = []
+            for key, Jab in ((k, v) for (aa, k), v in J.items() if aa == a and k[0] == "state"):
+                bi = self.block_index.get((key[1], pj))
+                if bi is not None:
+                    prev = jac.StructJac(traces[bi], self.blocks[bi].spec, p_shape)
+                    parts.append(jac.compose(Jab, prev))
+            if (a, ("param", pj)) in J:
+                parts.append(J[(a, ("param", pj))])
+            for syn in an.synapses:
+                if syn.param == ("param", pj) and (a, syn.key) in J:
+                    parts.append(self.synapse_block(J[(a, syn.key)], us[syn.key[1]], syn))
+            total = jac.add(parts, blk.spec)
+            new_traces.append(jnp.zeros(blk.shape, blk.dtype) if total is None
+                              else total.array.astype(blk.dtype))
+        return new_s, tuple(new_traces), loss, y, grads
+
+
+def _eqn_at(jaxpr, path):
+    from .analysis import _sub_jaxpr
+    eqn = None
+    for i in path:
+        if eqn is not None:
+            jaxpr, _ = _sub_jaxpr(eqn)
+        eqn = jaxpr.eqns[i]
+    return eqn
+
+
+def _stop_gradient_operand(k):
+    from .interpreter import bind
+
+    def override(eqn, invals):
+        invals = list(invals)
+        invals[k] = jax.lax.stop_gradient(invals[k])
+        return bind(eqn, invals)
+    return override
+
+
+def _forward_custom_vjp(eqn, invals):
+    """A custom_vjp call made forward-differentiable: J·t is the transpose of its vjp."""
+    from .interpreter import bind
+
+    @jax.custom_jvp
+    def call(*args):
+        return bind(eqn, list(args))
+
+    @call.defjvp
+    def call_jvp(primals, tangents):
+        out, vjp_fn = jax.vjp(lambda *a: bind(eqn, list(a)), *primals)
+        tangents = [jnp.zeros_like(p) if type(t).__name__ == "SymbolicZero" else t
+                    for p, t in zip(primals, tangents)]
+        (jvp_out,) = jax.linear_transpose(vjp_fn, out)(tuple(tangents))
+        return out, list(jvp_out)
+
+    return call(*invals)
+
+
+def _explain_jvp_failure(e, jaxpr) -> str:
+    from .errors import source_line
+    msg = str(e)
+    for eqn in _all_eqns(jaxpr):
+        if f"'{eqn.primitive.name}'" in msg or eqn.primitive.name in msg.split():
+            return (f"sparseprop cannot differentiate the primitive '{eqn.primitive.name}' "
+                    f"(at {source_line(eqn)}) in forward mode: {msg}. Rewrite that part with "
+                    f"differentiable jax.numpy operations, or use sparseprop.bptt_grad, which "
+                    f"only needs reverse mode.")
+    return f"sparseprop cannot build the forward-mode program of this model: {msg}"
+
+
+def _all_eqns(jaxpr):
+    from .analysis import _sub_jaxpr
+    for eqn in jaxpr.eqns:
+        yield eqn
+        sub, _ = _sub_jaxpr(eqn)
+        if sub is not None:
+            yield from _all_eqns(sub)
+
+
+__all__ = ["OnlineProgram", "TraceBlock", "TracerError", "jcore", "math"]

@@ -1,0 +1,185 @@
+"""One structural rule per primitive family: how dependency maps flow through an equation.
+
+A rule takes the equation and the `Deps` of each input variable and returns the `Deps`
+of each output variable. The table `RULES` maps primitive names to rules; a primitive
+missing from it gets `conservative_rule` (every output depends densely on every input),
+which is always sound. Primitives that carry sub-programs (jit, custom_jvp_call, cond)
+are walked by `analysis.py`, not here.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, List, Sequence
+
+import numpy as np
+
+from .structure import Deps, free_all, merge_deps, remap_axes
+
+Rule = Callable[[object, Sequence[Deps]], List[Deps]]
+
+ELEMENTWISE = {
+    "abs", "acos", "acosh", "add", "add_any", "asin", "asinh", "atan", "atan2", "atanh",
+    "cbrt", "clamp", "conj", "convert_element_type", "copy", "copy_p", "cos", "cosh", "digamma",
+    "div", "erf", "erf_inv", "erfc", "exp", "exp2", "expm1", "imag", "integer_pow", "lgamma",
+    "log", "log1p", "logistic", "max", "min", "mul", "neg", "nextafter", "pow", "real",
+    "reduce_precision", "rem", "rsqrt", "select_n", "sin", "sinh", "sqrt", "square", "sub",
+    "tan", "tanh", "optimization_barrier",
+}
+
+# Outputs with zero derivative everywhere (piecewise constant or explicitly cut).
+ZERO_DERIVATIVE = {
+    "stop_gradient", "sign", "floor", "ceil", "round", "is_finite", "iota", "argmax",
+    "argmin", "random_bits", "random_seed", "random_wrap", "random_unwrap", "eq", "ne",
+    "lt", "le", "gt", "ge", "and", "or", "not", "xor", "shift_left", "shift_right_logical",
+    "shift_right_arithmetic", "population_count", "clz",
+}
+
+REDUCTIONS = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
+              "reduce_xor", "argmax", "argmin", "reduce_logsumexp"}
+CUMULATIVE = {"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"}
+
+
+def _out_ndims(eqn):
+    return [len(getattr(v.aval, "shape", ())) for v in eqn.outvars]
+
+
+def conservative_rule(eqn, in_deps: Sequence[Deps]) -> List[Deps]:
+    deps = free_all(merge_deps(*in_deps))
+    return [dict(deps) for _ in eqn.outvars]
+
+
+def zero_rule(eqn, in_deps):
+    return [{} for _ in eqn.outvars]
+
+
+def elementwise_rule(eqn, in_deps):
+    (nd,) = _out_ndims(eqn)
+    # Rank-0 operands are broadcast: their maps are all-free already (no axis to match).
+    parts = [d if len(v.aval.shape) in (0, nd) else free_all(d) for d, v in zip(in_deps, eqn.invars)]
+    return [merge_deps(*parts)]
+
+
+def broadcast_in_dim_rule(eqn, in_deps):
+    (operand,) = eqn.invars[:1]
+    out_shape = eqn.params["shape"]
+    dims = eqn.params["broadcast_dimensions"]
+    axis_to = {i: d for i, d in enumerate(dims) if operand.aval.shape[i] == out_shape[d]}
+    return [remap_axes(in_deps[0], axis_to)]
+
+
+def reshape_rule(eqn, in_deps):
+    in_shape = eqn.invars[0].aval.shape
+    out_shape = eqn.params["new_sizes"]
+    # Only size-1 axes may come and go; the other axes must keep their order and size.
+    a = [i for i, s in enumerate(in_shape) if s != 1]
+    b = [j for j, s in enumerate(out_shape) if s != 1]
+    if eqn.params.get("dimensions") is None and [in_shape[i] for i in a] == [out_shape[j] for j in b]:
+        return [remap_axes(in_deps[0], dict(zip(a, b)))]
+    return [free_all(in_deps[0])]
+
+
+def squeeze_rule(eqn, in_deps):
+    dropped = set(d % len(eqn.invars[0].aval.shape) for d in eqn.params["dimensions"])
+    kept = [i for i in range(len(eqn.invars[0].aval.shape)) if i not in dropped]
+    return [remap_axes(in_deps[0], {i: j for j, i in enumerate(kept)})]
+
+
+def expand_dims_rule(eqn, in_deps):
+    nd = _out_ndims(eqn)[0]
+    new = set(d % nd for d in eqn.params["dimensions"])
+    kept = [j for j in range(nd) if j not in new]
+    return [remap_axes(in_deps[0], dict(enumerate(kept)))]
+
+
+def transpose_rule(eqn, in_deps):
+    perm = eqn.params["permutation"]
+    return [remap_axes(in_deps[0], {p: j for j, p in enumerate(perm)})]
+
+
+def reduction_rule(eqn, in_deps):
+    axes = set(eqn.params["axes"])
+    kept = [i for i in range(len(eqn.invars[0].aval.shape)) if i not in axes]
+    out = remap_axes(in_deps[0], {i: j for j, i in enumerate(kept)})
+    return [out for _ in eqn.outvars]
+
+
+def cumulative_rule(eqn, in_deps):
+    nd = len(eqn.invars[0].aval.shape)
+    axis = eqn.params["axis"] % nd
+    return [remap_axes(in_deps[0], {i: i for i in range(nd) if i != axis})]
+
+
+def dot_general_rule(eqn, in_deps):
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    lhs, rhs = eqn.invars
+    lfree = [i for i in range(len(lhs.aval.shape)) if i not in lc and i not in lb]
+    rfree = [i for i in range(len(rhs.aval.shape)) if i not in rc and i not in rb]
+    nb = len(lb)
+    lmap = {a: k for k, a in enumerate(lb)}
+    lmap.update({a: nb + k for k, a in enumerate(lfree)})
+    rmap = {a: k for k, a in enumerate(rb)}
+    rmap.update({a: nb + len(lfree) + k for k, a in enumerate(rfree)})
+    return [merge_deps(remap_axes(in_deps[0], lmap), remap_axes(in_deps[1], rmap))]
+
+
+def concatenate_rule(eqn, in_deps):
+    # Operands after the first are shifted along `dimension`: no index identity there.
+    dim = eqn.params["dimension"]
+    nd = _out_ndims(eqn)[0]
+    keep = {i: i for i in range(nd) if i != dim}
+    first = remap_axes(in_deps[0], {i: i for i in range(nd)})
+    rest = [remap_axes(d, keep) for d in in_deps[1:]]
+    return [merge_deps(first, *rest)]
+
+
+def slice_rule(eqn, in_deps):
+    starts = eqn.params["start_indices"]
+    strides = eqn.params.get("strides") or (1,) * len(starts)
+    keep = {i: i for i, (s, st) in enumerate(zip(starts, strides)) if s == 0 and st == 1}
+    return [remap_axes(in_deps[0], keep)]
+
+
+def pad_rule(eqn, in_deps):
+    cfg = eqn.params["padding_config"]
+    keep = {i: i for i, (lo, hi, interior) in enumerate(cfg) if lo == 0 and interior == 0}
+    return [merge_deps(remap_axes(in_deps[0], keep), free_all(in_deps[1]))]
+
+
+def split_rule(eqn, in_deps):
+    axis = eqn.params["axis"]
+    nd = len(eqn.invars[0].aval.shape)
+    outs = []
+    for k in range(len(eqn.outvars)):
+        keep = {i: i for i in range(nd) if k == 0 or i != axis}
+        outs.append(remap_axes(in_deps[0], keep))
+    return outs
+
+
+RULES: Dict[str, Rule] = {}
+RULES.update({name: elementwise_rule for name in ELEMENTWISE})
+RULES.update({name: zero_rule for name in ZERO_DERIVATIVE})
+RULES.update({name: reduction_rule for name in REDUCTIONS - {"argmax", "argmin"}})
+RULES.update({name: cumulative_rule for name in CUMULATIVE})
+RULES.update({
+    "broadcast_in_dim": broadcast_in_dim_rule,
+    "reshape": reshape_rule,
+    "squeeze": squeeze_rule,
+    "expand_dims": expand_dims_rule,
+    "transpose": transpose_rule,
+    "dot_general": dot_general_rule,
+    "concatenate": concatenate_rule,
+    "slice": slice_rule,
+    "pad": pad_rule,
+    "split": split_rule,
+})
+
+
+def apply_rule(eqn, in_deps: Sequence[Deps]) -> List[Deps]:
+    """Output dependencies of `eqn`; outputs that are not floating point carry none."""
+    if not any(in_deps):
+        return [{} for _ in eqn.outvars]
+    outs = RULES.get(eqn.primitive.name, conservative_rule)(eqn, in_deps)
+    return [d if np.issubdtype(v.aval.dtype, np.inexact) else {} for d, v in zip(outs, eqn.outvars)]
+
+
+def is_known(name: str) -> bool:
+    return name in RULES
