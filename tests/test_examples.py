@@ -1,0 +1,55 @@
+"""The examples that can run in a test: examples/shd.py on a tiny generated SHD file.
+
+digits_online.py and streaming.py take tens of seconds and are run by hand (they write
+the PNGs in docs/img); they are not run here.
+"""
+import os
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHD_EXAMPLE = os.path.join(ROOT, "examples", "shd.py")
+
+
+def write_tiny_shd(path, n_samples=10, seed=0):
+    """An SHD-layout file: each class fires its own band of channels at random times."""
+    rng = np.random.default_rng(seed)
+    with h5py.File(path, "w") as f:
+        times = f.create_dataset("spikes/times", (n_samples,), dtype=h5py.vlen_dtype(np.float16))
+        units = f.create_dataset("spikes/units", (n_samples,), dtype=h5py.vlen_dtype(np.uint16))
+        labels = rng.integers(0, 20, n_samples)
+        for i, label in enumerate(labels):
+            n = rng.integers(20, 60)
+            t = np.sort(rng.uniform(0.0, 0.25, n))
+            times[i] = t.astype(np.float16)
+            units[i] = (35 * label + rng.integers(0, 35, n)).astype(np.uint16)
+        f.create_dataset("labels", data=labels.astype(np.uint16))
+    return path
+
+
+def run_example(*args):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, SHD_EXAMPLE, *args], capture_output=True, text=True,
+                          env=env, cwd=ROOT, timeout=300)
+
+
+def test_shd_example_trains_on_a_tiny_file(tmp_path):
+    path = write_tiny_shd(tmp_path / "shd_train.h5")
+    result = run_example("--path", str(path), "--max-samples", "8", "--epochs", "1",
+                         "--num-steps", "20", "--dt", "0.0125", "--hidden", "16", "--batch-size", "4")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "7 training and 1 evaluation samples" in result.stdout
+    assert "epoch 1: train loss" in result.stdout
+
+
+def test_shd_example_missing_file_exits_2_with_the_message(tmp_path):
+    missing = tmp_path / "shd_train.h5"
+    result = run_example("--path", str(missing), "--max-samples", "8", "--epochs", "1")
+    assert result.returncode == 2
+    assert "SHD file not found" in result.stderr and str(missing) in result.stderr
+    assert "zenkelab.org/datasets" in result.stderr and "shd_test.h5" in result.stderr
+    assert "spikes/times" in result.stderr and "labels" in result.stderr
+    assert "Traceback" not in result.stderr
