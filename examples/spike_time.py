@@ -151,7 +151,7 @@ def main():
         first = float(after["first"][-1, i])
         axes[2].plot([first], [THETA + 1.5 * i], "v", color=colours[i], ms=7)
     axes[2].set(xlabel="time step", ylabel="potential v (offset per neuron)",
-                title="after training: ▼ first spike, dashed = target, dotted = θ")
+                title="trained: ▼ first spike, -- target, ·· θ")
     fig.suptitle(f"Exact spike-time gradients by forward propagation; FD agreement {max(err0, err1):.1e}")
     fig.tight_layout()
     out = Path(__file__).resolve().parents[1] / "docs" / "img" / "spike_time.png"
