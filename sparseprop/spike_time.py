@@ -43,7 +43,8 @@ from functools import partial
 
 import jax.numpy as jnp
 
-__all__ = ["spike_time_layer", "spike_time_lif", "init_state", "first_spike_loss", "NO_SPIKE"]
+__all__ = ["spike_time_layer", "spike_time_lif", "init_state", "first_spike_loss", "with_constants",
+           "NO_SPIKE"]
 
 #: Marker for "no spike yet" in `first` (any value works: it carries no derivative).
 NO_SPIKE = -1.0

@@ -1,13 +1,9 @@
 """Exact spike-time gradients (Lee et al. 2022): online (forward propagation) vs BPTT of the
 same model vs central finite differences, float64, away from spike-count changes."""
-from functools import partial
-
-from jax.flatten_util import ravel_pytree
-
 import jax
 import jax.numpy as jnp
-import numpy as np
 import pytest
+from jax.flatten_util import ravel_pytree
 
 import sparseprop as sp
 from sparseprop.spike_time import (NO_SPIKE, first_spike_loss, init_state, spike_time_layer,
@@ -195,3 +191,19 @@ def test_step_by_step_equals_run():
         carry, out = step(params, carry, xs[t], jax.tree_util.tree_map(lambda a: a[t], targets))
         acc = jax.tree_util.tree_map(jnp.add, acc, out.grads)
     assert max_relative_error(acc, total.grads) <= 1e-12
+
+
+def test_vmap_batch_equals_batched_bptt():
+    params, state0, _, _ = _layer_problem()
+    B, T, m = 3, 25, params["w"].shape[1]
+    n = params["w"].shape[0]
+    keys = jax.random.split(jax.random.PRNGKey(4), 2)
+    xs = ((jax.random.uniform(keys[0], (B, T, m)) < 0.3)
+          * jax.random.uniform(keys[1], (B, T, m), minval=0.5, maxval=1.5)).astype(jnp.float64)
+    targets = _first_spike_targets(T, n, [3.0, 6.0, 9.0, 12.0])
+    learner = sp.online_grad(spike_time_lif, first_spike_loss)
+    run = lambda x: learner.run(params, learner.init(params, state0), x, targets)[1].grads
+    online = jax.vmap(run)(xs)
+    ref = jax.vmap(lambda x: bptt(spike_time_lif, first_spike_loss, params, state0, x, targets)[1])(xs)
+    assert float(jnp.max(jnp.abs(ref["w"]))) > 0
+    assert max_relative_error(online, ref) <= 1e-9
