@@ -253,7 +253,8 @@ def softmax_normalised(n=5, m=3, o=2, seed=13):
     k = _keys(seed, 2)
 
     def step(p, s, x, cut=lambda a: a):
-        attention = jax.nn.softmax(cut(s))
+        shifted = jnp.exp(s - jnp.max(cut(s)))
+        attention = shifted / jnp.sum(cut(shifted))      # softmax across the layer
         normed = (s - jnp.mean(cut(s))) / jnp.sqrt(jnp.var(cut(s)) + 1e-3)
         new = p["decay"] * s + p["w"] @ x + 0.3 * attention + 0.1 * normed
         return new, p["w_out"] @ jnp.tanh(new)

@@ -80,7 +80,7 @@ def test_spikes_are_heaviside_without_surrogate():
 
 # --- problems --------------------------------------------------------------------------
 
-def _layer_problem(T=40, m=6, n=4):
+def _layer_problem(T=30, m=6, n=4):
     k = jax.random.split(jax.random.PRNGKey(11), 4)
     params = {"w": jax.random.uniform(k[0], (n, m), minval=0.05, maxval=0.45),
               "bias": jax.random.uniform(k[1], (n,), minval=0.0, maxval=0.05)}
@@ -119,7 +119,7 @@ def _all_times_loss(y, target):
 
 
 def test_all_spike_times_online_vs_bptt_vs_fd():
-    params, state0, xs, _ = _layer_problem(T=30)
+    params, state0, xs, _ = _layer_problem(T=20)
     T, n = xs.shape[0], params["w"].shape[0]
     targets = jax.random.normal(jax.random.PRNGKey(5), (T, n))
     ys = rollout(spike_time_lif, params, state0, xs)
@@ -142,7 +142,7 @@ def two_layer(params, state, x, leak=0.85):
     return {"l1": s1, "l2": s2}, {"z": (y1["z"], y2["z"]), "first": y2["first"], "readout": readout}
 
 
-def _two_layer_problem(T=40, m=5, n1=6, n2=3, k=2):
+def _two_layer_problem(T=30, m=5, n1=6, n2=3, k=2):
     key = jax.random.split(jax.random.PRNGKey(21), 5)
     params = {"w1": jax.random.uniform(key[0], (n1, m), minval=0.1, maxval=0.6),
               "w2": jax.random.uniform(key[1], (n2, n1), minval=0.15, maxval=0.6),

@@ -12,14 +12,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Dict, Hashable, List, Optional, Tuple
 
+import jax
+import numpy as np
 from jax.extend import core as jcore
 
 from .errors import source_line
+from .jaxpr_util import CALLS, CUSTOM_DERIVATIVE, sub_jaxpr
 from .rules import RULES, apply_rule, conservative_rule
 from .structure import Deps, identity_map, lost_matches, merge_deps
 
-CALLS = {"jit", "pjit", "closed_call", "core_call", "remat", "checkpoint"}
-OPAQUE_CALLS = {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr", "custom_lin"}
 
 Path = Tuple[int, ...]
 
@@ -63,19 +64,10 @@ class Analysis:
     notes: List[Note] = field(default_factory=list)
 
 
-def _sub_jaxpr(eqn):
-    p = eqn.params
-    j = p.get("jaxpr", p.get("call_jaxpr"))
-    if j is None:
-        return None, ()
-    if isinstance(j, jcore.ClosedJaxpr):
-        return j.jaxpr, j.consts
-    return j, ()
-
-
 class _Walker:
-    def __init__(self, mode: str):
+    def __init__(self, mode: str, cut=lambda mixing: False):
         self.mode = mode
+        self.cut = cut
         self.result = Analysis(outputs=[])
 
     def walk(self, jaxpr, in_deps: List[Deps], path: Path, raw: Dict) -> List[Deps]:
@@ -92,8 +84,8 @@ class _Walker:
             name = eqn.primitive.name
             if not any(ins):
                 outs = [{} for _ in eqn.outvars]
-            elif name in CALLS and _sub_jaxpr(eqn)[0] is not None:
-                sub, consts = _sub_jaxpr(eqn)
+            elif name in CALLS and sub_jaxpr(eqn)[0] is not None:
+                sub, consts = sub_jaxpr(eqn)
                 inner_raw = {iv: raw[ov] for iv, ov in zip(sub.invars, eqn.invars)
                              if not isinstance(ov, jcore.Literal) and ov in raw}
                 outs = self.walk(sub, ins, here, inner_raw)
@@ -111,37 +103,34 @@ class _Walker:
 
     def _rule_or_body(self, eqn, ins, here):
         name = eqn.primitive.name
-        if name in OPAQUE_CALLS and _sub_jaxpr(eqn)[0] is not None:
-            sub, _ = _sub_jaxpr(eqn)
-            # The body's own structure; its inner equations cannot be rewritten, so the
-            # whole call is treated as one operation.
-            inner = _Walker("jacobian-opaque")
-            return inner.walk(sub, list(ins), here, {})
+        if name in CUSTOM_DERIVATIVE:
+            return derivative_structure(eqn, ins)
         if name == "cond":
             outs = None
             for br in eqn.params["branches"]:
-                o = _Walker("jacobian-opaque").walk(br.jaxpr, list(ins[1:]), here, {})
+                o = _Walker("opaque").walk(br.jaxpr, list(ins[1:]), here, {})
                 outs = o if outs is None else [merge_deps(a, b) for a, b in zip(outs, o)]
             return outs
         return apply_rule(eqn, ins)
 
     def _leaf(self, eqn, ins, here):
         name = eqn.primitive.name
-        outs = self._rule_or_body(eqn, ins, here)
-        if name not in RULES and name not in OPAQUE_CALLS and name != "cond":
+        if name not in RULES and name not in CUSTOM_DERIVATIVE and name != "cond":
             self.result.notes.append(Note(here, name, source_line(eqn),
                                           "no structural rule: treated as mixing every entry"))
         if self.mode == "mixing":
+            ins = list(ins)
             for k, d in enumerate(ins):
                 if not d:
                     continue
-                alone = [dict() if j != k else d for j in range(len(ins))]
-                out_alone = merge_deps(*self._rule_or_body(eqn, alone, here))
-                lost = lost_matches(d, out_alone)
+                alone = [d if j == k else {} for j in range(len(ins))]
+                lost = lost_matches(d, merge_deps(*self._rule_or_body(eqn, alone, here)))
                 if lost:
-                    self.result.mixing.append(Mixing(here, name, k, tuple(sorted(lost, key=str)),
-                                                     source_line(eqn)))
-        return outs
+                    mix = Mixing(here, name, k, tuple(sorted(lost, key=str)), source_line(eqn))
+                    self.result.mixing.append(mix)
+                    if self.cut(mix):
+                        ins[k] = {}     # what follows sees the model with this operand cut
+        return self._rule_or_body(eqn, ins, here)
 
     def _synapse(self, eqn, ins, here, raw) -> bool:
         for side in (0, 1):
@@ -160,7 +149,31 @@ class _Walker:
         return False
 
 
-def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None) -> Analysis:
+def derivative_structure(eqn, ins: List[Deps]) -> List[Deps]:
+    """Structure of a custom-derivative call, read from the JVP the user defined for it.
+
+    Its primal body is no guide: a Heaviside spike has zero derivative there, while
+    its surrogate derivative is what flows.
+    """
+    from .interpreter import forward
+    avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
+    diff = [i for i, a in enumerate(avals) if np.issubdtype(a.dtype, np.inexact)]
+
+    def tangents_out(primals, tangents):
+        def f(*diff_args):
+            args = list(primals)
+            for i, a in zip(diff, diff_args):
+                args[i] = a
+            return forward(eqn, args)
+        return jax.jvp(f, [primals[i] for i in diff], list(tangents))[1]
+
+    closed = jax.make_jaxpr(tangents_out)(avals, [avals[i] for i in diff])
+    in_deps = [{} for _ in avals] + [ins[i] for i in diff]
+    return _Walker("opaque").walk(closed.jaxpr, in_deps, (), {})
+
+
+def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
+            cut=lambda mixing: False) -> Analysis:
     """Walk `jaxpr` (open) with `in_deps` for its invars.
 
     **Arguments:**
@@ -169,12 +182,14 @@ def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None) -
     - `in_deps`: one `Deps` per invar (empty for untracked inputs).
     - `mode`: `"jacobian"` (record synapses) or `"mixing"` (record mixing equations).
     - `raw`: invars that are raw parameter tangents, `{var: (param key, identity perm)}`.
+    - `cut`: in mixing mode, whether a method cuts a found `Mixing` (the walk then goes
+      on as if that operand carried no gradient, so later mixing is judged on the cut model).
 
     **Returns:**
 
     An `Analysis` with the output dependencies and what was recorded.
     """
-    walker = _Walker(mode)
+    walker = _Walker(mode, cut)
     walker.result.outputs = walker.walk(jaxpr, list(in_deps), (), dict(raw or {}))
     return walker.result
 

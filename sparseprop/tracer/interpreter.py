@@ -11,7 +11,10 @@ from typing import Callable, Dict, Sequence, Tuple
 from jax._src import source_info_util
 from jax.extend import core as jcore
 
-from .analysis import CALLS, _sub_jaxpr
+import jax
+import jax.numpy as jnp
+
+from .jaxpr_util import CALLS, sub_jaxpr
 
 Override = Callable[[object, list], list]
 
@@ -46,8 +49,8 @@ def evaluate(jaxpr, consts: Sequence, args: Sequence, overrides: Dict[Tuple[int,
         name = eqn.primitive.name
         if here in overrides:
             outs = overrides[here](eqn, invals)
-        elif name in CALLS and _sub_jaxpr(eqn)[0] is not None:
-            sub, sub_consts = _sub_jaxpr(eqn)
+        elif name in CALLS and sub_jaxpr(eqn)[0] is not None:
+            sub, sub_consts = sub_jaxpr(eqn)
             outs = evaluate(sub, sub_consts, invals, overrides, by_primitive, here)
         elif name in by_primitive:
             outs = by_primitive[name](eqn, invals)
@@ -66,3 +69,28 @@ def bind(eqn, invals):
     with source_info_util.user_context(eqn.source_info.traceback, name_stack=eqn.source_info.name_stack):
         out = eqn.primitive.bind(*invals, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def forward_custom_vjp(eqn, invals):
+    """A custom_vjp call made forward-differentiable: J·t is the transpose of its vjp."""
+    @jax.custom_jvp
+    def call(*args):
+        return bind(eqn, list(args))
+
+    @call.defjvp
+    def call_jvp(primals, tangents):
+        out, vjp_fn = jax.vjp(lambda *a: bind(eqn, list(a)), *primals)
+        tangents = [jnp.zeros_like(p) if type(t).__name__ == "SymbolicZero" else t
+                    for p, t in zip(primals, tangents)]
+        (jvp_out,) = jax.linear_transpose(vjp_fn, out)(tuple(tangents))
+        return out, list(jvp_out)
+
+    return call(*invals)
+
+
+FORWARD_DIFFERENTIABLE = {"custom_vjp_call": forward_custom_vjp, "custom_vjp_call_jaxpr": forward_custom_vjp}
+
+
+def forward(eqn, invals):
+    """Apply `eqn` in a form that jax.jvp can differentiate."""
+    return FORWARD_DIFFERENTIABLE.get(eqn.primitive.name, bind)(eqn, invals)

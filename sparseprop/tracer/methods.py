@@ -1,8 +1,8 @@
 """Online methods: which paths of the step a method keeps exactly and which it cuts.
 
-A method is a small object with a name and a `cuts` function that picks, among the
-equations that mix neurons of the previous state (found by the structural pass), the
-ones whose state-carrying operand gets a stop_gradient in the trace recursion. The
+A method is a small object with a name and a `cut` predicate that decides, for each
+equation that mixes neurons of the previous state (found by the structural pass),
+whether its state-carrying operand gets a stop_gradient in the trace recursion. The
 loss and its local gradient are always taken from the unmodified step. Hence every
 method equals BPTT of an explicitly modified model, which the tests check.
 Adding an approximation means adding one such object to `METHODS`.
@@ -10,7 +10,7 @@ Adding an approximation means adding one such object to `METHODS`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 from .analysis import Mixing
 
@@ -20,23 +20,20 @@ class Method:
     name: str
     exact: bool
     description: str
-    select: Callable[[List[Mixing]], List[Mixing]]
-
-    def cuts(self, mixing: List[Mixing]) -> List[Mixing]:
-        return list(self.select(mixing))
+    cut: Callable[[Mixing], bool]
 
 
 EXACT = Method(
     "exact", True,
     "every path kept: equals BPTT; coupled state parts get dense traces",
-    lambda mixing: [])
+    lambda mixing: False)
 
 EPROP = Method(
     "eprop", False,
     "paths from the previous state through neuron-mixing operations (recurrent matrices, "
     "reductions over a layer, a layer feeding the next) are cut from the traces; the "
     "learning signal of each step stays exact (Bellec et al. 2020, generalised)",
-    lambda mixing: mixing)
+    lambda mixing: True)
 
 METHODS: Dict[str, Method] = {m.name: m for m in (EXACT, EPROP)}
 

@@ -13,7 +13,6 @@ direct term from one local reverse pass of the same step.
 """
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 from typing import Dict, Hashable, List, Optional, Tuple
@@ -21,12 +20,12 @@ from typing import Dict, Hashable, List, Optional, Tuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.extend import core as jcore
 
 from . import jacobian as jac
 from .analysis import Analysis, Synapse, analyse
-from .errors import TracerError
-from .interpreter import evaluate
+from .errors import TracerError, source_line
+from .interpreter import FORWARD_DIFFERENTIABLE, evaluate, forward
+from .jaxpr_util import all_equations, equation_at, live_part
 from .methods import Method
 from .seeds import compressed_axes, enumerated_shape, probes
 from .structure import AxisMap, compose_maps, identity_map, merge_maps
@@ -82,20 +81,21 @@ class OnlineProgram:
             new_state, _ = self.call_model(p, s, xs)
             return jax.tree_util.tree_leaves(new_state)
 
-        self.state_jaxpr = jax.make_jaxpr(state_only)(p, s, xs)
-        nps, nss = len(p), len(s)
-        in_deps = [{} for _ in range(nps)] + [
+        # Only the part that computes the new state: the output's mixing (a readout) is not cut.
+        self.state_jaxpr, self.state_consts, self.state_inputs_used = live_part(
+            jax.make_jaxpr(state_only)(p, s, xs))
+        in_deps = [{} for _ in p] + [
             {("state", i): identity_map(len(s[i].shape))} if i in self.diff_states else {}
-            for i in range(nss)] + [{} for _ in xs]
-        self.mixing_analysis = analyse(self.state_jaxpr.jaxpr, in_deps, mode="mixing")
-        self.cuts = self.method.cuts(self.mixing_analysis.mixing)
+            for i in range(len(s))] + [{} for _ in xs]
+        in_deps = [d for d, used in zip(in_deps, self.state_inputs_used) if used]
+        self.mixing_analysis = analyse(self.state_jaxpr, in_deps, mode="mixing", cut=self.method.cut)
+        self.cuts = [m for m in self.mixing_analysis.mixing if self.method.cut(m)]
 
     def state_fn(self, p, s, xs):
         """The model's state update with the method's cuts applied (stop_gradient)."""
         overrides = {c.path: _stop_gradient_operand(c.operand) for c in self.cuts}
-        return evaluate(self.state_jaxpr.jaxpr, self.state_jaxpr.consts, list(p) + list(s) + list(xs),
-                        overrides, {"custom_vjp_call": _forward_custom_vjp,
-                                    "custom_vjp_call_jaxpr": _forward_custom_vjp})
+        args = [a for a, used in zip(list(p) + list(s) + list(xs), self.state_inputs_used) if used]
+        return evaluate(self.state_jaxpr, self.state_consts, args, overrides, FORWARD_DIFFERENTIABLE)
 
     def _trace_jvp(self, p, s, xs):
         ds_idx = self.diff_states
@@ -112,7 +112,7 @@ class OnlineProgram:
         try:
             self.jvp_jaxpr = jax.make_jaxpr(jvp_program)(p, s, xs, p, [s[i] for i in ds_idx])
         except NotImplementedError as e:
-            raise TracerError(_explain_jvp_failure(e, self.state_jaxpr.jaxpr)) from e
+            raise TracerError(_explain_jvp_failure(e, self.state_jaxpr)) from e
         jx = self.jvp_jaxpr.jaxpr
         n_in = len(p) + len(s) + len(xs)
         dp_vars = jx.invars[n_in: n_in + len(p)]
@@ -279,7 +279,7 @@ class OnlineProgram:
         return full_s, blocks, us
 
     def _synapse_eqn_dtype(self, syn: Synapse):
-        eqn = _eqn_at(self.jvp_jaxpr.jaxpr, syn.path)
+        eqn = equation_at(self.jvp_jaxpr.jaxpr, syn.path)
         return eqn.outvars[0].aval.dtype
 
     def synapse_block(self, psi: jac.StructJac, u, syn: Synapse) -> jac.StructJac:
@@ -355,49 +355,17 @@ class OnlineProgram:
         return new_s, tuple(new_traces), loss, y, grads
 
 
-def _eqn_at(jaxpr, path):
-    from .analysis import _sub_jaxpr
-    eqn = None
-    for i in path:
-        if eqn is not None:
-            jaxpr, _ = _sub_jaxpr(eqn)
-        eqn = jaxpr.eqns[i]
-    return eqn
-
-
 def _stop_gradient_operand(k):
-    from .interpreter import bind
-
     def override(eqn, invals):
         invals = list(invals)
         invals[k] = jax.lax.stop_gradient(invals[k])
-        return bind(eqn, invals)
+        return forward(eqn, invals)
     return override
 
 
-def _forward_custom_vjp(eqn, invals):
-    """A custom_vjp call made forward-differentiable: J·t is the transpose of its vjp."""
-    from .interpreter import bind
-
-    @jax.custom_jvp
-    def call(*args):
-        return bind(eqn, list(args))
-
-    @call.defjvp
-    def call_jvp(primals, tangents):
-        out, vjp_fn = jax.vjp(lambda *a: bind(eqn, list(a)), *primals)
-        tangents = [jnp.zeros_like(p) if type(t).__name__ == "SymbolicZero" else t
-                    for p, t in zip(primals, tangents)]
-        (jvp_out,) = jax.linear_transpose(vjp_fn, out)(tuple(tangents))
-        return out, list(jvp_out)
-
-    return call(*invals)
-
-
 def _explain_jvp_failure(e, jaxpr) -> str:
-    from .errors import source_line
     msg = str(e)
-    for eqn in _all_eqns(jaxpr):
+    for eqn in all_equations(jaxpr):
         if f"'{eqn.primitive.name}'" in msg or eqn.primitive.name in msg.split():
             return (f"sparseprop cannot differentiate the primitive '{eqn.primitive.name}' "
                     f"(at {source_line(eqn)}) in forward mode: {msg}. Rewrite that part with "
@@ -406,13 +374,4 @@ def _explain_jvp_failure(e, jaxpr) -> str:
     return f"sparseprop cannot build the forward-mode program of this model: {msg}"
 
 
-def _all_eqns(jaxpr):
-    from .analysis import _sub_jaxpr
-    for eqn in jaxpr.eqns:
-        yield eqn
-        sub, _ = _sub_jaxpr(eqn)
-        if sub is not None:
-            yield from _all_eqns(sub)
-
-
-__all__ = ["OnlineProgram", "TraceBlock", "TracerError", "jcore", "math"]
+__all__ = ["OnlineProgram", "TraceBlock", "TracerError"]

@@ -1,0 +1,46 @@
+"""Small helpers over jaxprs shared by the structural pass and the interpreter."""
+from __future__ import annotations
+
+from jax._src.interpreters import partial_eval as pe
+from jax.extend import core as jcore
+
+# Primitives whose sub-program is walked (and rewritten) equation by equation.
+CALLS = {"jit", "pjit", "closed_call", "core_call", "remat", "checkpoint"}
+# Primitives whose sub-program defines a primal with a user-chosen derivative: their
+# structure is read from the derivative, and they are rewritten only as a whole.
+CUSTOM_DERIVATIVE = {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"}
+
+
+def sub_jaxpr(eqn):
+    """`(jaxpr, consts)` of a call-like equation, or `(None, ())`."""
+    p = eqn.params
+    j = p.get("jaxpr", p.get("call_jaxpr"))
+    if j is None:
+        return None, ()
+    if isinstance(j, jcore.ClosedJaxpr):
+        return j.jaxpr, j.consts
+    return j, ()
+
+
+def live_part(closed: jcore.ClosedJaxpr):
+    """Drop equations that no output needs; returns (jaxpr, consts, mask of used invars)."""
+    jaxpr, used = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars))
+    return jaxpr, closed.consts, used
+
+
+def equation_at(jaxpr, path):
+    """The equation at `path` (indices through nested calls)."""
+    eqn = None
+    for i in path:
+        if eqn is not None:
+            jaxpr, _ = sub_jaxpr(eqn)
+        eqn = jaxpr.eqns[i]
+    return eqn
+
+
+def all_equations(jaxpr):
+    for eqn in jaxpr.eqns:
+        yield eqn
+        sub, _ = sub_jaxpr(eqn)
+        if sub is not None:
+            yield from all_equations(sub)
