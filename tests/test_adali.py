@@ -34,12 +34,16 @@ def test_forward_is_exactly_zero_one():
     (5.0, 0.0),
 ])
 def test_derivative_hand_computed(x, expected):
-    # x given relative to a threshold of 1.0: v = x + 1.
-    f = lambda v: adali_spike(v - 1.0, 0.8, 0.25)
-    v = jnp.float64(x + 1.0)
-    assert float(jax.grad(f)(v)) == pytest.approx(expected, rel=1e-12)
-    assert float(jax.jvp(f, (v,), (jnp.float64(1.0),))[1]) == pytest.approx(expected, rel=1e-12)
-    assert float(adali_derivative(v - 1.0, 0.8, 0.25)) == pytest.approx(expected, rel=1e-12)
+    # x is v - θ; edges are tested on x itself so no rounding of v - θ blurs them.
+    f = lambda x: adali_spike(x, 0.8, 0.25)
+    x = jnp.float64(x)
+    assert float(jax.grad(f)(x)) == pytest.approx(expected, rel=1e-12)
+    assert float(jax.jvp(f, (x,), (jnp.float64(1.0),))[1]) == pytest.approx(expected, rel=1e-12)
+    assert float(adali_derivative(x, 0.8, 0.25)) == pytest.approx(expected, rel=1e-12)
+    # Relative to a threshold θ = 1 (interior points only): the same values at v = x + θ.
+    if abs(x) > 1e-6 and abs(x + 0.8) > 1e-6 and abs(x - 0.25) > 1e-6:
+        v = x + 1.0
+        assert float(jax.grad(lambda v: adali_spike(v - 1.0, 0.8, 0.25))(v)) == pytest.approx(expected, rel=1e-12)
 
 
 def test_derivative_alpha_beta_and_area():
