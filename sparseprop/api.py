@@ -92,6 +92,88 @@ class OnlineLearner:
         `(carry, StepOutput(loss, output, grads))`; `grads` is a pytree like `params`.
         """
         self._need_loss("step")
+
+        def loss(y):
+            value = self.loss_fn(y, target)
+            check_loss(value)
+            return value
+        return self._advance(params, carry, x, loss)
+
+    def signal_step(self, params, carry: Carry, x, output_signal) -> tuple:
+        """Advance one step with an external learning signal on the output instead of a loss.
+
+        The gradient is that of `<output_signal, y>`: pass the true d loss / d y and you get
+        the loss's gradient; pass a reward-weighted or random-feedback signal for
+        three-factor and feedback-alignment rules. Works without a `loss_fn`.
+
+        **Arguments:**
+
+        - `params`, `carry`, `x`: as for `step`.
+        - `output_signal`: a pytree like the model's output `y` (a cotangent).
+
+        **Returns:**
+
+        `(carry, StepOutput(loss=<signal, y>, output=y, grads))`.
+        """
+        def loss(y):
+            pairs = zip(jax.tree_util.tree_leaves(y), jax.tree_util.tree_leaves(output_signal))
+            return sum(jnp.vdot(a, jax.lax.stop_gradient(b)) for a, b in pairs)
+        return self._advance(params, carry, x, loss)
+
+    def apply_signal(self, params, carry: Carry, state_signal):
+        """Parameter updates from a per-neuron modulatory signal and the current eligibility traces.
+
+        Returns Σ_a signal_a · d state_a / d params, with the traces of `carry` (the state
+        after the last step): the three-factor rule Δθ = L ⊙ e. Leaves of `state_signal`
+        that are None get no signal.
+
+        **Arguments:**
+
+        - `params`: the parameters (for their shapes).
+        - `carry`: a carry whose traces have been built (after at least one step, or `init` with `x`).
+        - `state_signal`: a pytree like the state (e.g. a learning signal per neuron).
+
+        **Returns:**
+
+        A pytree like `params`.
+        """
+        if carry.traces is None:
+            raise ValueError("carry has no traces yet: call init(params, state0, x) or take a step first")
+        prog = self._any_program(params, carry)
+        leaves = jax.tree_util.tree_flatten(state_signal, is_leaf=lambda v: v is None)[0]
+        if len(leaves) != len(prog.s_avals):
+            raise ValueError(f"state_signal must have the state's structure ({len(prog.s_avals)} leaves); "
+                             f"got {len(leaves)}")
+        signals = [None if leaves[i] is None else jnp.asarray(leaves[i]) for i in prog.diff_states]
+        grads = prog.contract(signals, carry.traces)
+        return jax.tree_util.tree_unflatten(prog.p_def, grads)
+
+    def eligibility(self, params, carry: Carry):
+        """The eligibility traces, named: `{(state leaf, parameter leaf): (kind, array)}`.
+
+        **Arguments:**
+
+        - `params`, `carry`: as for `apply_signal`.
+
+        **Returns:**
+
+        A dict; a "synaptic eligibility" array e[i, ..., l] has the state leaf's shape
+        followed by the parameter's presynaptic axes (see `explain()`).
+        """
+        from .explain import block_kind
+        prog = self._any_program(params, carry)
+        return {(prog.state_names[b.state], prog.param_names[b.param]):
+                (block_kind(b.spec, len(prog.p_avals[b.param].shape)), T)
+                for b, T in zip(prog.blocks, carry.traces)}
+
+    def _any_program(self, params, carry):
+        for prog in self._programs.values():
+            shapes = [np.shape(v) for v in jax.tree_util.tree_leaves(carry.traces)]
+            if shapes == [b.shape for b in prog.blocks]:
+                return prog
+        raise ValueError("no traced program matches this carry: take a step with these params first")
+
+    def _advance(self, params, carry: Carry, x, loss):
         prog = self.program(params, carry.state, x)
         traces = prog.zero_traces() if carry.traces is None else carry.traces
         p = jax.tree_util.tree_leaves(params)
@@ -99,15 +181,13 @@ class OnlineLearner:
         xs = jax.tree_util.tree_leaves(x)
 
         def loss_of(p_leaves, s_leaves):
-            new_state, y = prog.call_model(p_leaves, s_leaves, xs)
-            loss = self.loss_fn(y, target)
-            check_loss(loss)
-            return loss, y
+            _, y = prog.call_model(p_leaves, s_leaves, xs)
+            return loss(y), y
 
-        new_s, new_traces, loss, y, grads = prog.step(p, s, traces, xs, loss_of)
+        new_s, new_traces, value, y, grads = prog.step(p, s, traces, xs, loss_of)
         new_state = jax.tree_util.tree_unflatten(prog.s_def, new_s)
         grads = jax.tree_util.tree_unflatten(prog.p_def, grads)
-        return Carry(new_state, new_traces), StepOutput(loss, y, grads)
+        return Carry(new_state, new_traces), StepOutput(value, y, grads)
 
     def run(self, params, carry: Carry, xs, targets) -> tuple:
         """Scan `step` over the leading time axis of `xs` and `targets`.
@@ -165,7 +245,7 @@ class OnlineLearner:
     def _need_loss(self, what):
         if self.loss_fn is None:
             raise ValueError(f"learner.{what} needs a loss_fn; without one, use the learning-signal "
-                             f"API (learner.eligibility / learner.apply_signal)")
+                             f"API: learner.signal_step, learner.apply_signal, learner.eligibility")
 
 
 def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exact") -> OnlineLearner:
@@ -175,12 +255,14 @@ def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exa
 
     - `model`: `model(params, state, x) -> (new_state, y)` for one example (no batch axis).
     - `loss_fn`: `loss_fn(y, target) -> scalar`; the sequence loss is the sum over steps.
+      May be None for three-factor learning with external signals.
     - `method`: `"exact"` (equals BPTT) or `"eprop"` (drops neuron-mixing paths from the
       traces, reported by `explain()`), or a `sparseprop.tracer.methods.Method`.
 
     **Returns:**
 
-    An `OnlineLearner` with `init`, `step`, `run`, `explain` and `is_exact`.
+    An `OnlineLearner` with `init`, `step`, `run`, `explain` and `is_exact`, and for
+    external learning signals `signal_step`, `apply_signal` and `eligibility`.
     """
     return OnlineLearner(model, loss_fn, method)
 

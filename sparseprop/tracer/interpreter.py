@@ -14,6 +14,7 @@ from jax.extend import core as jcore
 import jax
 import jax.numpy as jnp
 
+from .errors import TracerError, source_line
 from .jaxpr_util import CALLS, sub_jaxpr
 
 Override = Callable[[object, list], list]
@@ -82,7 +83,16 @@ def forward_custom_vjp(eqn, invals):
         out, vjp_fn = jax.vjp(lambda *a: bind(eqn, list(a)), *primals)
         tangents = [jnp.zeros_like(p) if type(t).__name__ == "SymbolicZero" else t
                     for p, t in zip(primals, tangents)]
-        (jvp_out,) = jax.linear_transpose(vjp_fn, out)(tuple(tangents))
+        try:
+            (jvp_out,) = jax.linear_transpose(vjp_fn, out)(tuple(tangents))
+        except Exception as e:
+            name = eqn.params.get("name", eqn.primitive.name)
+            raise TracerError(
+                f"the custom_vjp_call '{name}' at {source_line(eqn)} has a backward rule that "
+                f"cannot be transposed into a forward derivative (it must be linear in the "
+                f"cotangent): {type(e).__name__}: {e}. Define its derivative with jax.custom_jvp "
+                f"(or use sparseprop.spike / sparseprop.surrogates); sparseprop.bptt_grad, "
+                f"which only needs the backward rule, still works.") from e
         return out, list(jvp_out)
 
     return call(*invals)

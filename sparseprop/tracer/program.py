@@ -57,8 +57,8 @@ class OnlineProgram:
         self.model, self.method = model, method
         p_named, self.p_def = jax.tree_util.tree_flatten_with_path(params)
         s_named, self.s_def = jax.tree_util.tree_flatten_with_path(state)
-        self.param_names = [jax.tree_util.keystr(k) or "params" for k, _ in p_named]
-        self.state_names = [jax.tree_util.keystr(k) or "state" for k, _ in s_named]
+        self.param_names = ["params" + jax.tree_util.keystr(k) for k, _ in p_named]
+        self.state_names = ["state" + jax.tree_util.keystr(k) for k, _ in s_named]
         p = [jnp.asarray(v) for _, v in p_named]
         s = [jnp.asarray(v) for _, v in s_named]
         xs, self.x_def = jax.tree_util.tree_flatten(x)
@@ -311,6 +311,29 @@ class OnlineProgram:
         array = jac.einsum([psi.array, u], [s_out + s_free, u_labels], out)
         return jac.StructJac(array, spec, p_shape)
 
+    def contract(self, signals, traces):
+        """Σ_a signal_a · M[a, p] for every parameter p: the learning signal meets the traces.
+
+        **Arguments:**
+
+        - `signals`: one array per differentiable state leaf (a cotangent, d loss / d state), or None.
+        - `traces`: the trace blocks.
+
+        **Returns:**
+
+        One gradient array per parameter leaf.
+        """
+        S = self.diff_states
+        grads = [jnp.zeros(a.shape, a.dtype) for a in self.p_avals]
+        for blk, T in zip(self.blocks, traces):
+            sig = signals[S.index(blk.state)]
+            if sig is None:
+                continue
+            lj = jac.StructJac(sig, (None,) * sig.ndim, sig.shape)
+            g = jac.compose(lj, jac.StructJac(T, blk.spec, self.p_avals[blk.param].shape))
+            grads[blk.param] = grads[blk.param] + g.array.astype(grads[blk.param].dtype)
+        return grads
+
     def step(self, p, s, traces, xs, loss_of):
         """One online step. `loss_of(p, s)` returns (loss, output) of this step.
 
@@ -327,12 +350,7 @@ class OnlineProgram:
 
         loss, vjp_fn, y = jax.vjp(local, list(p), [s[i] for i in S], has_aux=True)
         direct, lam = vjp_fn(jnp.ones_like(loss))
-        grads = list(direct)
-        for blk, T in zip(self.blocks, traces):
-            lam_a = lam[S.index(blk.state)]
-            lj = jac.StructJac(lam_a, (None,) * lam_a.ndim, lam_a.shape)
-            g = jac.compose(lj, jac.StructJac(T, blk.spec, self.p_avals[blk.param].shape))
-            grads[blk.param] = grads[blk.param] + g.array.astype(grads[blk.param].dtype)
+        grads = [g + c for g, c in zip(direct, self.contract(lam, traces))]
         new_traces = []
         an = self.jacobian_analysis
         for blk, T in zip(self.blocks, traces):

@@ -1,0 +1,116 @@
+"""`learner.explain()`: what the tracer derived, in words a modeller can check."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Tuple
+
+from .tracer.program import OnlineProgram
+from .tracer.structure import is_diagonal
+
+
+@dataclass
+class BlockReport:
+    """One trace block: d state / d param for one state leaf and one parameter leaf."""
+    param: str
+    state: str
+    kind: str            # "diagonal", "per-neuron (shared parameter)", "synaptic eligibility", "dense"
+    shape: Tuple[int, ...]
+    nbytes: int
+    rule: str
+
+
+@dataclass
+class DroppedTerm:
+    """A path the method cuts: `primitive` at `source` mixes neurons of these state leaves."""
+    primitive: str
+    source: str
+    states: Tuple[str, ...]
+
+
+@dataclass
+class Explanation:
+    method: str
+    exact: bool
+    blocks: List[BlockReport] = field(default_factory=list)
+    dropped: List[DroppedTerm] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)
+
+    @property
+    def trace_bytes(self) -> int:
+        """Bytes of all traces for one example."""
+        return sum(b.nbytes for b in self.blocks)
+
+    def __str__(self) -> str:
+        lines = [f"sparseprop online program, method={self.method!r}: "
+                 f"{'exact (equals BPTT)' if self.exact else 'APPROXIMATE'}; "
+                 f"traces {_bytes(self.trace_bytes)} per example"]
+        param = None
+        for b in self.blocks:
+            if b.param != param:
+                param = b.param
+                lines.append(f"  parameter {param}")
+            lines.append(f"    d{b.state}/d{b.param}: {b.kind}, shape {b.shape}, {_bytes(b.nbytes)}")
+            lines.append(f"      {b.rule}")
+        if self.dropped:
+            lines.append(f"  dropped by {self.method!r} (paths from the previous state through these operations):")
+            for d in self.dropped:
+                lines.append(f"    {d.primitive} at {d.source}  [mixes {', '.join(d.states)}]")
+        for note in self.notes:
+            lines.append(f"  note: {note}")
+        return "\n".join(lines)
+
+
+def _bytes(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+def block_kind(spec, param_ndim: int) -> str:
+    if param_ndim == 0:
+        return "per-neuron (shared parameter)"
+    if is_diagonal(spec):
+        return "diagonal"
+    if any(s is not None for s in spec):
+        return "synaptic eligibility"
+    return "dense"
+
+
+def explain(prog: OnlineProgram) -> Explanation:
+    """Build the report for a traced program.
+
+    **Arguments:**
+
+    - `prog`: the `OnlineProgram` of a learner at given shapes.
+
+    **Returns:**
+
+    An `Explanation`.
+    """
+    sn, pn = prog.state_names, prog.param_names
+    report = Explanation(prog.method.name, prog.method.exact or not prog.cuts)
+    for blk in sorted(prog.blocks, key=lambda b: (b.param, b.state)):
+        a, p = blk.state, blk.param
+        e = f"e[{sn[a]},{pn[p]}]"
+        terms = []
+        for key, m in sorted(prog.jmap[a].items(), key=str):
+            if key[0] == "state" and (key[1], p) in prog.block_index:
+                op = "⊙" if is_diagonal(m) else "·"
+                name = "D" if is_diagonal(m) else "J"
+                terms.append(f"{name}[{sn[a]}←{sn[key[1]]}] {op} e[{sn[key[1]]},{pn[p]}]")
+            elif key == ("param", p):
+                terms.append(f"∂{sn[a]}/∂{pn[p]}")
+            elif key[0] == "synapse":
+                syn = prog.jacobian_analysis.synapses[key[1]]
+                if syn.param == ("param", p):
+                    terms.append(f"ψ[{sn[a]}] ⊗ u  (u: the other operand of {pn[p]} at {syn.source})")
+        rule = f"{e} ← " + (" + ".join(terms) if terms else "0")
+        kind = block_kind(blk.spec, len(prog.p_avals[p].shape))
+        report.blocks.append(BlockReport(pn[p], sn[a], kind, blk.shape, blk.nbytes, rule))
+    for cut in prog.cuts:
+        states = tuple(sn[key[1]] for key in cut.states)
+        report.dropped.append(DroppedTerm(cut.primitive, cut.source, states))
+    for note in prog.jacobian_analysis.notes + prog.mixing_analysis.notes:
+        report.notes.append(f"{note.primitive} at {note.source}: {note.what}")
+    return report
