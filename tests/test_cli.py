@@ -1,0 +1,129 @@
+"""`sparseprop` command line: check / explain on factories written to tmp_path, error messages."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from sparseprop import cli
+
+LIF_FACTORY = textwrap.dedent("""\
+    import jax, jax.numpy as jnp
+    import sparseprop as sp
+
+    def make_lif(T=40):
+        def lif(params, state, x):
+            v = params["alpha"] * state["v"] + params["w"] @ x - state["z"]
+            z = sp.spike(v - 1.0)
+            return {"v": v, "z": z}, params["w_out"] @ z
+        loss_fn = lambda y, t: jnp.sum((y - t) ** 2)
+        k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+        params = {"alpha": jnp.full(6, 0.9, jnp.float32), "w": jax.random.normal(k1, (6, 4), jnp.float32),
+                  "w_out": jax.random.normal(k2, (3, 6), jnp.float32)}
+        state0 = {"v": jnp.zeros(6, jnp.float32), "z": jnp.zeros(6, jnp.float32)}
+        xs = jax.random.bernoulli(k3, 0.4, (T, 4)).astype(jnp.float32)
+        return lif, loss_fn, params, state0, xs, jnp.zeros((T, 3), jnp.float32)
+
+    def not_a_tuple():
+        return 3
+    """)
+
+RECURRENT_FACTORY = textwrap.dedent("""\
+    import jax, jax.numpy as jnp
+    from sparseprop import neurons
+
+    def make_alif():
+        net = neurons.Sequential((neurons.ALIF(recurrent=True), neurons.LeakyIntegrator()))
+        sizes = (5, 9, 2)
+        k1, k2, k3 = jax.random.split(jax.random.PRNGKey(1), 3)
+        params = net.init_params(k1, sizes)
+        xs = jax.random.bernoulli(k2, 0.4, (50, 5)).astype(float) * 2.0
+        targets = jax.random.normal(k3, (50, 2))
+        return net, lambda y, t: 0.5 * jnp.sum((y - t) ** 2), params, net.init_state(sizes), xs, targets
+    """)
+
+
+@pytest.fixture
+def factories(tmp_path, monkeypatch):
+    # unique module names: sys.modules caches imports across tests
+    (tmp_path / "cli_lif_models.py").write_text(LIF_FACTORY)
+    (tmp_path / "cli_rec_models.py").write_text(RECURRENT_FACTORY)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return tmp_path
+
+
+def test_check_exact_model_prints_table_and_passes(factories, capsys):
+    code = cli.main(["check", "cli_lif_models:make_lif", "--T", "30", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "T=30 steps" in out
+    header = next(line for line in out.splitlines() if line.startswith("method"))
+    for column in ("is_exact", "max rel err", "cosine to BPTT", "trace memory/example", "dropped terms"):
+        assert column in header
+    exact_row = next(line for line in out.splitlines() if line.startswith("exact "))
+    assert " yes " in exact_row and "OK" in exact_row
+    assert float(exact_row.split()[2]) <= 1e-9
+    for name in ("params['alpha']", "params['w']", "params['w_out']"):
+        assert name in out
+    assert "PASS" in out
+
+
+def test_check_recurrent_model_shows_eprop_dropped_terms(factories, capsys):
+    # by file path this time
+    code = cli.main(["check", str(factories / "cli_rec_models.py") + ":make_alif", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out                                # e-prop is approximate, not wrong
+    eprop_row = next(line for line in out.splitlines() if line.startswith("eprop "))
+    assert " no " in eprop_row and "approximate" in eprop_row
+    assert "dropped by 'eprop'" in out
+    assert "dot_general at" in out and "neurons.py" in out
+    assert "dropped by 'exact'" not in out
+
+
+def test_check_exit_code_1_when_an_exact_method_disagrees(factories, capsys, monkeypatch):
+    real = cli.check_model
+
+    def broken(*args, **kwargs):
+        result = real(*args, **kwargs)
+        result["rows"][0].update(max_rel_err=1e-3, ok=False)   # as if the tracer were wrong
+        return result
+    monkeypatch.setattr(cli, "check_model", broken)
+    assert cli.main(["check", "cli_lif_models:make_lif", "--methods", "exact", "--no-progress"]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_explain_prints_each_method(factories, capsys):
+    assert cli.main(["explain", "cli_rec_models:make_alif", "--methods", "exact,eprop"]) == 0
+    out = capsys.readouterr().out
+    assert "method='exact': exact (equals BPTT)" in out
+    assert "method='eprop': APPROXIMATE" in out
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("no_colon_here", "expected MODULE:FACTORY"),
+    ("a:b:c", "expected MODULE:FACTORY"),
+    (":make_lif", "expected MODULE:FACTORY"),
+    ("cli_no_such_module:make", "cannot import module 'cli_no_such_module'"),
+    ("missing_file.py:make", "no such file"),
+    ("cli_lif_models:make_gru", "has no attribute 'make_gru'; callables there: make_lif, not_a_tuple"),
+    ("cli_lif_models:not_a_tuple", "must return (model, loss_fn, params, state0, xs, targets)"),
+])
+def test_bad_factory_strings_give_a_clear_error(factories, capsys, spec, message):
+    assert cli.main(["check", spec]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sparseprop check: error:")
+    assert message in err
+
+
+def test_help_explains_every_command():
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    out = subprocess.run([sys.executable, "-m", "sparseprop.cli", "--help"], capture_output=True, text=True,
+                         env=env, timeout=60).stdout
+    for command in ("demo", "check", "explain", "bench"):
+        assert command in out
+    assert "sparseprop check mymodels:make_alif" in out
+    check_help = subprocess.run([sys.executable, "-m", "sparseprop.cli", "check", "--help"],
+                                capture_output=True, text=True, env=env, timeout=60).stdout
+    assert "Exit code 1" in check_help and "def make_lif" in check_help
