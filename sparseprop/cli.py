@@ -361,13 +361,21 @@ def _builtin_demo():
     err = max(float(jnp.max(jnp.abs(total.grads[p] - ref[p])) / jnp.max(jnp.abs(ref[p]))) for p in params)
     print(f"online vs BPTT: max relative gradient error {err:.2e} (float32)")
 
+    # Online learning as in the quickstart: an SGD update after every time step, the
+    # stream's steps scanned inside one jitted pass.
     @jax.jit
-    def learn(params, carry):
-        carry, total = learner.run(params, carry, xs, targets)
-        return jax.tree_util.tree_map(lambda p, g: p - 0.002 * g, params, total.grads), carry, total.loss / T
+    def learn_pass(params, carry):
+        def body(c, inputs):
+            params, carry = c
+            carry, out = learner.step(params, carry, *inputs)
+            params = jax.tree_util.tree_map(lambda p, g: p - 0.002 * g, params, out.grads)
+            params["alpha"] = jnp.clip(params["alpha"], 0.5, 0.99)   # keep the leak a leak
+            return (params, carry), out.loss
+        (params, carry), losses = jax.lax.scan(body, (params, carry), (xs, targets))
+        return params, carry, jnp.mean(losses)
     carry = learner.init(params, state0, xs[0])
     for epoch in _progress(range(20), "demo"):
-        params, carry, loss = learn(params, carry)
+        params, carry, loss = learn_pass(params, carry)
         print(f"pass {epoch}: mean loss {float(loss):.4f}")
 
 
