@@ -173,21 +173,72 @@ class OnlineLearner:
                 return prog
         raise ValueError("no traced program matches this carry: take a step with these params first")
 
-    def _advance(self, params, carry: Carry, x, loss):
-        prog = self.program(params, carry.state, x)
-        traces = prog.zero_traces() if carry.traces is None else carry.traces
+    def _advance(self, params, carry: Carry, x, loss, batched=False):
+        first = (lambda tree: jax.tree_util.tree_map(lambda v: v[0], tree)) if batched else (lambda t: t)
+        prog = self.program(params, first(carry.state), first(x))
+        traces = carry.traces
+        if traces is None:
+            traces = prog.zero_traces()
+            if batched:
+                batch = jax.tree_util.tree_leaves(x)[0].shape[0]
+                traces = tuple(jnp.broadcast_to(t, (batch,) + t.shape) for t in traces)
         p = jax.tree_util.tree_leaves(params)
         s = jax.tree_util.tree_leaves(carry.state)
         xs = jax.tree_util.tree_leaves(x)
 
         def loss_of(p_leaves, s_leaves):
-            _, y = prog.call_model(p_leaves, s_leaves, xs)
-            return loss(y), y
+            if not batched:
+                _, y = prog.call_model(p_leaves, s_leaves, xs)
+                return loss(y), y
+            losses, ys = jax.vmap(lambda s_b, x_b, i: _loss_and_output(prog, loss, p_leaves, s_b, x_b, i))(
+                s_leaves, xs, jnp.arange(xs[0].shape[0]))
+            return jnp.sum(losses), ys
 
-        new_s, new_traces, value, y, grads = prog.step(p, s, traces, xs, loss_of)
+        new_s, new_traces, value, y, grads = prog.step(p, s, traces, xs, loss_of, batched)
         new_state = jax.tree_util.tree_unflatten(prog.s_def, new_s)
         grads = jax.tree_util.tree_unflatten(prog.p_def, grads)
         return Carry(new_state, new_traces), StepOutput(value, y, grads)
+
+    def step_batch(self, params, carry: Carry, x, target) -> tuple:
+        """`step` for a batch (leading axis of state, traces, `x`, `target`), gradients summed.
+
+        Equal to summing `jax.vmap(step, in_axes=(None, 0, 0, 0))` over the batch, but
+        the sum over examples is folded into one contraction per parameter (as in BPTT),
+        which is much faster than forming per-example gradients.
+
+        **Arguments:**
+
+        - `params`: shared parameters; `carry`: from `init_batch` or the previous call.
+        - `x`, `target`: this step's batch of inputs and targets.
+
+        **Returns:**
+
+        `(carry, StepOutput(loss summed over the batch, outputs, grads summed over the batch))`.
+        """
+        self._need_loss("step_batch")
+
+        def loss(y, i):
+            value = self.loss_fn(y, jax.tree_util.tree_map(lambda t: t[i], target))
+            check_loss(value)
+            return value
+        return self._advance(params, carry, x, loss, batched=True)
+
+    def init_batch(self, params, states0, x=None) -> Carry:
+        """`init` for a batch of initial states (leading axis); `x`: a batch of example inputs."""
+        if x is None:
+            return Carry(states0, None)
+        return jax.vmap(lambda s, xx: self.init(params, s, xx))(states0, x)
+
+    def run_batch(self, params, carry: Carry, xs, targets) -> tuple:
+        """`run` for a batch: `xs` and `targets` are (batch, time, ...); gradients summed over both.
+
+        **Returns:**
+
+        `(carry, RunTotal(loss, grads, outputs))`, outputs as (batch, time, ...).
+        """
+        to_time_major = lambda tree: jax.tree_util.tree_map(lambda v: jnp.swapaxes(v, 0, 1), tree)
+        carry, total = self._scan(params, carry, to_time_major(xs), to_time_major(targets), self.step_batch)
+        return carry, RunTotal(total.loss, total.grads, to_time_major(total.outputs))
 
     def run(self, params, carry: Carry, xs, targets) -> tuple:
         """Scan `step` over the leading time axis of `xs` and `targets`.
@@ -202,15 +253,20 @@ class OnlineLearner:
 
         `(carry, RunTotal(loss, grads, outputs))` with summed loss and gradients.
         """
-        if carry.traces is None:
+        return self._scan(params, carry, xs, targets, self.step)
+
+    def _scan(self, params, carry, xs, targets, step):
+        if carry.traces is None:   # fix the traces' shapes before the scan
             x0 = jax.tree_util.tree_map(lambda v: v[0], xs)
-            carry = Carry(carry.state, self.program(params, carry.state, x0).zero_traces())
+            t0 = jax.tree_util.tree_map(lambda v: v[0], targets)
+            shapes = jax.eval_shape(lambda: step(params, carry, x0, t0)[0].traces)
+            carry = Carry(carry.state, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
         zero = jax.tree_util.tree_map(jnp.zeros_like, params)
 
         def body(acc, inputs):
             c, loss, grads = acc
             x, target = inputs
-            c, out = self.step(params, c, x, target)
+            c, out = step(params, c, x, target)
             grads = jax.tree_util.tree_map(jnp.add, grads, out.grads)
             return (c, loss + out.loss, grads), out.output
 
@@ -246,6 +302,11 @@ class OnlineLearner:
         if self.loss_fn is None:
             raise ValueError(f"learner.{what} needs a loss_fn; without one, use the learning-signal "
                              f"API: learner.signal_step, learner.apply_signal, learner.eligibility")
+
+
+def _loss_and_output(prog, loss, p_leaves, s_leaves, x_leaves, i):
+    _, y = prog.call_model(p_leaves, s_leaves, x_leaves)
+    return loss(y, i), y
 
 
 def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exact") -> OnlineLearner:

@@ -10,7 +10,7 @@ Two uses share this walker:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Hashable, List, Optional, Tuple
+from typing import Dict, FrozenSet, Hashable, List, Optional, Tuple
 
 import jax
 import numpy as np
@@ -20,6 +20,7 @@ from .errors import source_line
 from .jaxpr_util import CALLS, CUSTOM_DERIVATIVE, sub_jaxpr
 from .rules import RULES, apply_rule, conservative_rule
 from .structure import Deps, identity_map, lost_matches, merge_deps
+from .uniformity import constant_like, uniform_keys
 
 
 Path = Tuple[int, ...]
@@ -59,6 +60,7 @@ class Note:
 @dataclass
 class Analysis:
     outputs: List[Deps]
+    uniform: List[FrozenSet[Hashable]] = field(default_factory=list)   # per output (jacobian mode)
     synapses: List[Synapse] = field(default_factory=list)
     mixing: List[Mixing] = field(default_factory=list)
     notes: List[Note] = field(default_factory=list)
@@ -70,35 +72,61 @@ class _Walker:
         self.cut = cut
         self.result = Analysis(outputs=[])
 
-    def walk(self, jaxpr, in_deps: List[Deps], path: Path, raw: Dict) -> List[Deps]:
+    def walk(self, jaxpr, in_deps: List[Deps], path: Path, raw: Dict, in_uniform=None, in_const=None):
+        """Propagate dependencies (and uniformity, see uniformity.py) through `jaxpr`.
+
+        Returns the output `Deps`; the outputs' uniform sets are left in `self.last_uniform`.
+        """
         env: Dict = {}
-        for v, d in zip(jaxpr.invars, in_deps):
-            env[v] = d
+        uni: Dict = {}
+        const: Dict = {}
+        for k, v in enumerate(jaxpr.invars):
+            env[v] = in_deps[k]
+            uni[v] = in_uniform[k] if in_uniform else frozenset(in_deps[k])
+            const[v] = in_const[k] if in_const else len(v.aval.shape) == 0
 
         def read(v):
             return {} if isinstance(v, jcore.Literal) else env.get(v, {})
 
+        def read_const(v):
+            return isinstance(v, jcore.Literal) or const.get(v, len(v.aval.shape) == 0)
+
+        def read_uni(v):
+            return frozenset() if isinstance(v, jcore.Literal) else uni.get(v, frozenset())
+
         for i, eqn in enumerate(jaxpr.eqns):
             here = path + (i,)
             ins = [read(v) for v in eqn.invars]
+            ins_const = [read_const(v) for v in eqn.invars]
+            ins_uni = [read_uni(v) for v in eqn.invars]
             name = eqn.primitive.name
+            outs_uni = None
             if not any(ins):
                 outs = [{} for _ in eqn.outvars]
             elif name in CALLS and sub_jaxpr(eqn)[0] is not None:
                 sub, consts = sub_jaxpr(eqn)
                 inner_raw = {iv: raw[ov] for iv, ov in zip(sub.invars, eqn.invars)
                              if not isinstance(ov, jcore.Literal) and ov in raw}
-                outs = self.walk(sub, ins, here, inner_raw)
+                outs = self.walk(sub, ins, here, inner_raw, ins_uni, ins_const)
+                outs_uni = self.last_uniform
             elif self.mode == "jacobian" and name == "dot_general" and self._synapse(eqn, ins, here, raw):
-                outs = [{self.result.synapses[-1].key: identity_map(len(eqn.outvars[0].aval.shape))}]
+                key = self.result.synapses[-1].key
+                outs = [{key: identity_map(len(eqn.outvars[0].aval.shape))}]
+                outs_uni = [frozenset([key])]
             else:
                 outs = self._leaf(eqn, ins, here)
+            if outs_uni is None:
+                outs_uni = uniform_keys(eqn, ins, ins_uni, ins_const)
+            out_const = (not any(ins)) and constant_like(eqn, ins_const)
             if name == "transpose" and eqn.invars[0] in raw:
                 key, perm = raw[eqn.invars[0]]
                 raw = dict(raw)
                 raw[eqn.outvars[0]] = (key, tuple(perm[p] for p in eqn.params["permutation"]))
-            for v, d in zip(eqn.outvars, outs):
+            for v, d, u in zip(eqn.outvars, outs, outs_uni):
                 env[v] = d
+                uni[v] = u & frozenset(d)
+                const[v] = out_const
+        self.last_uniform = [read_uni(v) for v in jaxpr.outvars]
         return [read(v) for v in jaxpr.outvars]
 
     def _rule_or_body(self, eqn, ins, here):
@@ -191,6 +219,7 @@ def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
     """
     walker = _Walker(mode, cut)
     walker.result.outputs = walker.walk(jaxpr, list(in_deps), (), dict(raw or {}))
+    walker.result.uniform = walker.last_uniform
     return walker.result
 
 

@@ -44,6 +44,7 @@ class TraceBlock:
     spec: AxisMap              # parameter axis -> state axis it is matched to, or None
     shape: Tuple[int, ...]
     dtype: object
+    factorised: bool = False   # stored without the neuron axes: e[i, l] = ū[l] for every i
 
     @property
     def nbytes(self) -> int:
@@ -191,6 +192,7 @@ class OnlineProgram:
             dtype = jnp.result_type(self.s_avals[a].dtype, self.p_avals[pj].dtype)
             self.blocks.append(TraceBlock(a, pj, spec, shape, dtype))
         self.block_index = {(b.state, b.param): i for i, b in enumerate(self.blocks)}
+        self._factorise()
         # probes: every tracked input that some new state depends on directly
         inputs = sorted({key for a in S for key in self.jmap[a]}, key=str)
         self.probe_plan = []   # (key, compressed axes, offset, count)
@@ -208,6 +210,41 @@ class OnlineProgram:
                 f"sparseprop: exact online learning needs dense trace blocks of {dense / 2**20:.1f} MiB "
                 f"per example (a matrix or reduction couples neurons of the previous state); "
                 f"method='eprop' keeps traces per neuron. See learner.explain().", stacklevel=4)
+
+    def _factorise(self):
+        """Store a trace block as ū[l] when it provably does not depend on the neuron index.
+
+        Holds when the block's only sources are synapses and other such blocks, through
+        Jacobian blocks that are a scalar times the identity (uniformity.py), and every
+        axis of the state is matched to the parameter (so nothing else indexes it).
+        """
+        S = self.diff_states
+        n_out = len(S)
+        uniform = {a: self.jacobian_analysis.uniform[n_out + pos] for pos, a in enumerate(S)}
+        ok = {}
+        for blk in self.blocks:
+            a, pj = blk.state, blk.param
+            a_ndim = len(self.s_avals[a].shape)
+            matched = sorted(x for x in blk.spec if x is not None)
+            deps = self.jmap[a]
+            ok[(a, pj)] = (
+                matched == list(range(a_ndim)) and any(x is None for x in blk.spec)
+                and ("param", pj) not in deps
+                and all(key in uniform[a] for key in deps
+                        if key[0] == "synapse" and self.jacobian_analysis.synapses[key[1]].param == ("param", pj))
+                and all(key in uniform[a] for key in deps
+                        if key[0] == "state" and (key[1], pj) in self.block_index))
+        changed = True
+        while changed:   # a factorised block may only be fed by factorised blocks
+            changed = False
+            for (a, pj), good in list(ok.items()):
+                if good and not all(ok.get((key[1], pj), True) for key in self.jmap[a] if key[0] == "state"):
+                    ok[(a, pj)] = False
+                    changed = True
+        for blk in self.blocks:
+            if ok[(blk.state, blk.param)]:
+                blk.factorised = True
+                blk.shape = jac.free_shape(blk.spec, self.p_avals[blk.param].shape)
 
     # ---------------------------------------------------------------- run time
     def zero_traces(self):
@@ -311,13 +348,14 @@ class OnlineProgram:
         array = jac.einsum([psi.array, u], [s_out + s_free, u_labels], out)
         return jac.StructJac(array, spec, p_shape)
 
-    def contract(self, signals, traces):
+    def contract(self, signals, traces, batched: bool = False):
         """Σ_a signal_a · M[a, p] for every parameter p: the learning signal meets the traces.
 
         **Arguments:**
 
         - `signals`: one array per differentiable state leaf (a cotangent, d loss / d state), or None.
         - `traces`: the trace blocks.
+        - `batched`: signals and traces carry a leading batch axis, summed over (one contraction).
 
         **Returns:**
 
@@ -329,18 +367,85 @@ class OnlineProgram:
             sig = signals[S.index(blk.state)]
             if sig is None:
                 continue
-            lj = jac.StructJac(sig, (None,) * sig.ndim, sig.shape)
-            g = jac.compose(lj, jac.StructJac(T, blk.spec, self.p_avals[blk.param].shape))
-            grads[blk.param] = grads[blk.param] + g.array.astype(grads[blk.param].dtype)
+            fresh = jac._Labels()
+            p_labels = [fresh() for _ in self.p_avals[blk.param].shape]
+            a_labels = [fresh() for _ in self.s_avals[blk.state].shape]
+            for k, j in enumerate(blk.spec):
+                if j is not None:
+                    a_labels[j] = p_labels[k]
+            t_labels = ([] if blk.factorised else list(a_labels)) + [
+                p_labels[k] for k, j in enumerate(blk.spec) if j is None]
+            batch = [fresh()] if batched else []
+            g = jac.einsum([sig, T], [batch + a_labels, batch + t_labels], p_labels)
+            grads[blk.param] = grads[blk.param] + g.astype(grads[blk.param].dtype)
         return grads
 
-    def step(self, p, s, traces, xs, loss_of):
+    def advance(self, p, s, xs, traces):
+        """New state and new traces of one example (no loss involved)."""
+        new_s, J, us = self.jacobian_blocks(p, s, xs)
+        return new_s, self.update_traces(J, us, traces)
+
+    def update_traces(self, J, us, traces):
+        """M_t = ∂f/∂s · M_{t-1} + ∂f/∂θ, block by block, in each block's stored form."""
+        an = self.jacobian_analysis
+        new_traces = []
+        for blk, T in zip(self.blocks, traces):
+            a, pj = blk.state, blk.param
+            p_shape = self.p_avals[pj].shape
+            parts = []
+            state_terms = [(k, v) for (aa, k), v in J.items() if aa == a and k[0] == "state"]
+            synapses = [syn for syn in an.synapses if syn.param == ("param", pj) and (a, syn.key) in J]
+            if blk.factorised:
+                # every Jacobian here is c·I: multiply the stored ū by the scalar c
+                total = jnp.zeros(blk.shape, blk.dtype)
+                for key, Jab in state_terms:
+                    bi = self.block_index.get((key[1], pj))
+                    if bi is not None:
+                        total = total + _scalar(Jab.array) * traces[bi]
+                for syn in synapses:
+                    psi = J[(a, syn.key)]
+                    ones = jac.StructJac(jnp.ones_like(psi.array), psi.spec, psi.in_shape)
+                    row = self.synapse_block(ones, us[syn.key[1]], syn)
+                    row = jac.respec(row, blk.spec).array[(0,) * len(self.s_avals[a].shape)]
+                    total = total + _scalar(psi.array) * row
+                new_traces.append(total.astype(blk.dtype))
+                continue
+            for key, Jab in state_terms:
+                bi = self.block_index.get((key[1], pj))
+                if bi is not None:
+                    prev = self._full_block(bi, traces[bi])
+                    parts.append(jac.compose(Jab, prev))
+            if (a, ("param", pj)) in J:
+                parts.append(J[(a, ("param", pj))])
+            for syn in synapses:
+                parts.append(self.synapse_block(J[(a, syn.key)], us[syn.key[1]], syn))
+            total = jac.add(parts, blk.spec)
+            new_traces.append(jnp.zeros(blk.shape, blk.dtype) if total is None
+                              else total.array.astype(blk.dtype))
+        return tuple(new_traces)
+
+    def _full_block(self, i, T) -> jac.StructJac:
+        blk = self.blocks[i]
+        p_shape = self.p_avals[blk.param].shape
+        if blk.factorised:
+            a_shape = tuple(self.s_avals[blk.state].shape)
+            T = jnp.broadcast_to(T, a_shape + T.shape)
+        return jac.StructJac(T, blk.spec, p_shape)
+
+    def step(self, p, s, traces, xs, loss_of, batched: bool = False):
         """One online step. `loss_of(p, s)` returns (loss, output) of this step.
+
+        With `batched`, state, traces and inputs carry a leading batch axis, `loss_of`
+        sums over it, and the gradient is summed over the batch inside the step (one
+        contraction per parameter, as BPTT does).
 
         **Returns:** (new state leaves, new traces, loss, output, gradient leaves).
         """
         S = self.diff_states
-        new_s, J, us = self.jacobian_blocks(p, s, xs)
+        if batched:
+            new_s, new_traces = jax.vmap(self.advance, in_axes=(None, 0, 0, 0))(p, s, xs, traces)
+        else:
+            new_s, new_traces = self.advance(p, s, xs, traces)
 
         def local(p, sd):
             full = list(s)
@@ -350,27 +455,13 @@ class OnlineProgram:
 
         loss, vjp_fn, y = jax.vjp(local, list(p), [s[i] for i in S], has_aux=True)
         direct, lam = vjp_fn(jnp.ones_like(loss))
-        grads = [g + c for g, c in zip(direct, self.contract(lam, traces))]
-        new_traces = []
-        an = self.jacobian_analysis
-        for blk, T in zip(self.blocks, traces):
-            a, pj = blk.state, blk.param
-            p_shape = self.p_avals[pj].shape
-            parts = []
-            for key, Jab in ((k, v) for (aa, k), v in J.items() if aa == a and k[0] == "state"):
-                bi = self.block_index.get((key[1], pj))
-                if bi is not None:
-                    prev = jac.StructJac(traces[bi], self.blocks[bi].spec, p_shape)
-                    parts.append(jac.compose(Jab, prev))
-            if (a, ("param", pj)) in J:
-                parts.append(J[(a, ("param", pj))])
-            for syn in an.synapses:
-                if syn.param == ("param", pj) and (a, syn.key) in J:
-                    parts.append(self.synapse_block(J[(a, syn.key)], us[syn.key[1]], syn))
-            total = jac.add(parts, blk.spec)
-            new_traces.append(jnp.zeros(blk.shape, blk.dtype) if total is None
-                              else total.array.astype(blk.dtype))
-        return new_s, tuple(new_traces), loss, y, grads
+        grads = [g + c for g, c in zip(direct, self.contract(lam, traces, batched))]
+        return list(new_s), new_traces, loss, y, grads
+
+
+def _scalar(x):
+    """The common value of an array proved to be equal at every index."""
+    return x.reshape(-1)[0]
 
 
 def _stop_gradient_operand(k):

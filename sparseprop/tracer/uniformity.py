@@ -1,0 +1,54 @@
+"""Which Jacobian blocks are the same for every neuron (a shared leak, a detached reset).
+
+A primal value is *constant-like* when it is equal at every index: a rank-0 value, a
+broadcast of one, or an elementwise function of such values. A tangent is *uniform*
+in an input when it equals c · (that input's tangent) with c constant-like: the
+diagonal Jacobian block is a scalar times the identity. When every block feeding a
+synaptic trace is uniform, the trace e[i, l] does not depend on i and is stored as
+ū[l] (a factorised trace, O(m) instead of O(n·m)). Anything not listed here is
+treated as non-uniform, which is always safe.
+"""
+from __future__ import annotations
+
+from typing import FrozenSet, Hashable, List, Sequence
+
+from .rules import ELEMENTWISE
+
+LINEAR_PASS = {"neg", "convert_element_type", "copy", "copy_p", "broadcast_in_dim", "reshape",
+               "squeeze", "expand_dims", "reduce_precision"}
+LINEAR_SUM = {"add", "sub", "add_any"}
+
+
+def constant_like(eqn, operands_const: Sequence[bool]) -> bool:
+    """Whether the (single) output of a primal equation is equal at every index."""
+    name = eqn.primitive.name
+    if all(len(getattr(v.aval, "shape", ())) == 0 for v in eqn.outvars):
+        return True
+    if name == "broadcast_in_dim" or name in ELEMENTWISE:
+        return all(operands_const)
+    return False
+
+
+def uniform_keys(eqn, deps: Sequence[dict], uniform: Sequence[FrozenSet[Hashable]],
+                 const: Sequence[bool]) -> List[FrozenSet[Hashable]]:
+    """Uniform inputs of each output of a tangent equation (`deps`: each operand's dependencies)."""
+    name = eqn.primitive.name
+    none = [frozenset() for _ in eqn.outvars]
+    tangent_ops = [i for i, d in enumerate(deps) if d]
+    if name in LINEAR_PASS and tangent_ops == [0]:
+        return [uniform[0]]
+    if name in LINEAR_SUM:
+        # a sum is uniform in q when every term that carries q carries it uniformly
+        keys = set().union(*[deps[i] for i in tangent_ops])
+        return [frozenset(k for k in keys if all(k in uniform[i] for i in tangent_ops if k in deps[i]))]
+    if name == "mul" and len(tangent_ops) == 1:
+        other = 1 - tangent_ops[0]
+        return [uniform[tangent_ops[0]]] if const[other] else none
+    if name == "div" and tangent_ops == [0]:
+        return [uniform[0]] if const[1] else none
+    if name == "select_n" and const[0] and 0 not in tangent_ops:
+        # every case must be a uniform tangent (a zero case is a non-tangent literal: not uniform)
+        if len(tangent_ops) == len(eqn.invars) - 1:
+            keys = set().union(*[deps[i] for i in tangent_ops])
+            return [frozenset(k for k in keys if all(k in uniform[i] and k in deps[i] for i in tangent_ops))]
+    return none
