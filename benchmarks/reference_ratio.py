@@ -17,7 +17,7 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="n=m=64, B=4, T=200")
     ap.add_argument("size", nargs="*", type=int, help="n m B T (default 256 256 16 1000)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--extra-n", type=int, default=64, help="n for the ALIF and recurrent LIF rows")
+    ap.add_argument("--extra-n", type=int, default=32, help="n for the ALIF and recurrent LIF rows")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     a = ap.parse_args(argv)
     n, m, b, t = a.size if len(a.size) == 4 else ((64, 64, 4, 200) if a.quick else (256, 256, 16, 1000))

@@ -1009,7 +1009,7 @@ def _lif_w_only(alpha):
 
 
 def compare_reference(n: int = 256, m: int = 256, batch: int = 16, steps: int = 1000, repeats: int = 5,
-                      extra_models: Sequence[str] = ("alif", "lif_recurrent"), extra_n: int = 64,
+                      extra_models: Sequence[str] = ("alif", "lif_recurrent"), extra_n: int = 32,
                       csv_path: Optional[str] = None, verbose: bool = True) -> dict:
     """Hand-written reference programs and the generated online programs, timed side by side.
 
