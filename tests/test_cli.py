@@ -127,3 +127,14 @@ def test_help_explains_every_command():
     check_help = subprocess.run([sys.executable, "-m", "sparseprop.cli", "check", "--help"],
                                 capture_output=True, text=True, env=env, timeout=60).stdout
     assert "Exit code 1" in check_help and "def make_lif" in check_help
+
+
+def test_bench_memory_quick_delegates_to_sparseprop_bench(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    out_dir = tmp_path / "bench"
+    code = cli.main(["bench", "memory", "--quick", "--models", "lif_shared", "--methods", "bptt,online_exact",
+                     "--out", str(out_dir)])
+    assert code == 0
+    assert (out_dir / "memory.csv").is_file() and (out_dir / "memory.png").is_file()
+    out = capsys.readouterr().out
+    assert "online_exact" in out and "ratio" in out
