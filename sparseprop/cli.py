@@ -288,6 +288,16 @@ def _methods(text: str) -> List[str]:
 
 
 def cmd_check(args) -> int:
+    """`sparseprop check`: print the comparison table; 1 if an exact method disagrees with BPTT.
+
+    **Arguments:**
+
+    - `args`: the parsed command line (`build_parser`).
+
+    **Returns:**
+
+    The exit code.
+    """
     import jax
     jax.config.update("jax_enable_x64", True)   # before the factory builds its arrays
     factory = load_factory(args.factory)
@@ -299,6 +309,16 @@ def cmd_check(args) -> int:
 
 
 def cmd_explain(args) -> int:
+    """`sparseprop explain`: print `learner.explain()` for each method.
+
+    **Arguments:**
+
+    - `args`: the parsed command line (`build_parser`).
+
+    **Returns:**
+
+    The exit code.
+    """
     import jax
     jax.config.update("jax_enable_x64", True)
     from .api import online_grad
@@ -318,6 +338,16 @@ def _quickstart_path() -> Path:
 
 
 def cmd_demo(args) -> int:
+    """`sparseprop demo`: run examples/quickstart.py, or a built-in copy when installed without it.
+
+    **Arguments:**
+
+    - `args`: the parsed command line (`build_parser`).
+
+    **Returns:**
+
+    The exit code.
+    """
     path = _quickstart_path()
     if path.is_file():
         spec = importlib.util.spec_from_file_location("_sparseprop_quickstart", path)
@@ -380,6 +410,16 @@ def _builtin_demo():
 
 
 def cmd_bench(args) -> int:
+    """`sparseprop bench memory|speed`: run a sweep of `sparseprop.bench`, write CSV and PNG.
+
+    **Arguments:**
+
+    - `args`: the parsed command line (`build_parser`).
+
+    **Returns:**
+
+    The exit code.
+    """
     try:
         from . import bench
     except ImportError as e:
