@@ -512,8 +512,34 @@ def machine_label() -> str:
             f"jax {jax.__version__} backend={jax.default_backend()} device={dev.device_kind}")
 
 
+def _vm_hwm_bytes() -> Optional[int]:
+    """Linux: the peak RSS (VmHWM) of this process since the last reset, in bytes."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    """Linux: reset VmHWM to the current RSS (write 5 to /proc/self/clear_refs)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
 def _child_point(spec: dict) -> dict:
-    """Run in a child process: build one problem, compile and run one method once."""
+    """Run in a child process: build one problem, compile and run one method once.
+
+    The peak of the run alone is read by resetting Linux's VmHWM after data and compile
+    (getrusage maxrss is monotone, so data generation would otherwise hide the run)."""
+    kib = 1024  # Linux: ru_maxrss in KiB
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     dtype = jnp.dtype(spec.get("dtype", "float32"))
     args = make_problem(spec["model"], spec["n"], spec["m"], spec["batch"], spec["steps"], dtype)
@@ -521,14 +547,18 @@ def _child_point(spec: dict) -> dict:
     after_data = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     compiled = jax.jit(make_grad_fn(spec["method"], spec["model"])).lower(*args).compile()
     after_compile = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    reset = _reset_hwm()
+    before_run = _vm_hwm_bytes() if reset else None
     t0 = time.perf_counter()
     jax.block_until_ready(compiled(*args))
     run_s = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kib = 1024  # Linux: ru_maxrss in KiB
-    return {"rss_import_bytes": base * kib, "rss_after_data_bytes": after_data * kib,
-            "rss_after_compile_bytes": after_compile * kib, "rss_peak_bytes": peak * kib,
-            "rss_run_s": run_s}
+    row = {"rss_import_bytes": base * kib, "rss_after_data_bytes": after_data * kib,
+           "rss_after_compile_bytes": after_compile * kib, "rss_peak_bytes": peak * kib, "rss_run_s": run_s}
+    if reset and before_run is not None:
+        row["rss_before_run_bytes"] = before_run
+        row["rss_run_peak_bytes"] = _vm_hwm_bytes()
+    return row
 
 
 def peak_rss(model: str, method: str, n: int, m: int, batch: int, steps: int, dtype: str = "float32",
@@ -537,7 +567,9 @@ def peak_rss(model: str, method: str, n: int, m: int, batch: int, steps: int, dt
 
     The child imports jax, builds the problem (inputs are O(T·B·m): see `rss_after_data_bytes`),
     compiles and runs the gradient once, and reports its own `getrusage` maxrss at each stage.
-    `rss_run_delta_bytes` = peak − after-compile is what the run itself added.
+    `rss_run_delta_bytes` is what the run itself added: on Linux the peak (VmHWM) is reset
+    after data and compile and read after the run; elsewhere peak − after-compile maxrss
+    (a lower bound: maxrss is monotone, and generating the inputs may peak higher).
 
     **Arguments:**
 
@@ -563,7 +595,10 @@ def peak_rss(model: str, method: str, n: int, m: int, batch: int, steps: int, dt
     if out.returncode != 0 or not lines:
         return {"rss_error": (out.stderr.strip().splitlines() or ["exit %d" % out.returncode])[-1][:200]}
     row = json.loads(lines[-1][2:])
-    row["rss_run_delta_bytes"] = row["rss_peak_bytes"] - row["rss_after_compile_bytes"]
+    if "rss_run_peak_bytes" in row:   # VmHWM reset before the run: what the run itself added
+        row["rss_run_delta_bytes"] = row["rss_run_peak_bytes"] - row["rss_before_run_bytes"]
+    else:                              # maxrss is monotone: a lower bound (0 when data dominated)
+        row["rss_run_delta_bytes"] = row["rss_peak_bytes"] - row["rss_after_compile_bytes"]
     return row
 
 
