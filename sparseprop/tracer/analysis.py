@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.extend import core as jcore
 
-from .errors import source_line
+from .errors import UNKNOWN_SOURCE, source_line
 from .jaxpr_util import CALLS, CUSTOM_DERIVATIVE, sub_jaxpr
 from .rules import RULES, apply_rule, conservative_rule
 from .structure import Deps, identity_map, lost_matches, merge_deps
@@ -70,7 +70,13 @@ class _Walker:
     def __init__(self, mode: str, cut=lambda mixing: False):
         self.mode = mode
         self.cut = cut
+        self.call_site = None
         self.result = Analysis(outputs=[])
+
+    def source(self, eqn) -> str:
+        """The user's line for `eqn`; inside library calls (jnp.sort is a jit), the call site's."""
+        line = source_line(eqn)
+        return self.call_site if line == UNKNOWN_SOURCE and self.call_site else line
 
     def walk(self, jaxpr, in_deps: List[Deps], path: Path, raw: Dict, in_uniform=None, in_const=None):
         """Propagate dependencies (and uniformity, see uniformity.py) through `jaxpr`.
@@ -107,7 +113,9 @@ class _Walker:
                 sub, consts = sub_jaxpr(eqn)
                 inner_raw = {iv: raw[ov] for iv, ov in zip(sub.invars, eqn.invars)
                              if not isinstance(ov, jcore.Literal) and ov in raw}
+                outer_site, self.call_site = self.call_site, self.source(eqn)
                 outs = self.walk(sub, ins, here, inner_raw, ins_uni, ins_const)
+                self.call_site = outer_site
                 outs_uni = self.last_uniform
             elif self.mode == "jacobian" and name == "dot_general" and self._synapse(eqn, ins, here, raw):
                 key = self.result.synapses[-1].key
@@ -144,7 +152,7 @@ class _Walker:
     def _leaf(self, eqn, ins, here):
         name = eqn.primitive.name
         if name not in RULES and name not in CUSTOM_DERIVATIVE and name != "cond":
-            self.result.notes.append(Note(here, name, source_line(eqn),
+            self.result.notes.append(Note(here, name, self.source(eqn),
                                           "no structural rule: treated as mixing every entry"))
         if self.mode == "mixing":
             ins = list(ins)
@@ -154,7 +162,7 @@ class _Walker:
                 alone = [d if j == k else {} for j in range(len(ins))]
                 lost = lost_matches(d, merge_deps(*self._rule_or_body(eqn, alone, here)))
                 if lost:
-                    mix = Mixing(here, name, k, tuple(sorted(lost, key=str)), source_line(eqn))
+                    mix = Mixing(here, name, k, tuple(sorted(lost, key=str)), self.source(eqn))
                     self.result.mixing.append(mix)
                     if self.cut(mix):
                         ins[k] = {}     # what follows sees the model with this operand cut
@@ -172,7 +180,7 @@ class _Walker:
             self.result.synapses.append(Synapse(
                 path=here, key=("synapse", k), param=key, perm=perm, param_side=side,
                 dimension_numbers=eqn.params["dimension_numbers"],
-                out_shape=tuple(eqn.outvars[0].aval.shape), source=source_line(eqn)))
+                out_shape=tuple(eqn.outvars[0].aval.shape), source=self.source(eqn)))
             return True
         return False
 

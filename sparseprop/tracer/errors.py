@@ -4,6 +4,9 @@ from __future__ import annotations
 from jax._src import source_info_util
 
 
+UNKNOWN_SOURCE = "<unknown source>"
+
+
 class TracerError(Exception):
     """The tracer met something it cannot turn into a correct online program."""
 
@@ -15,5 +18,5 @@ def source_line(eqn) -> str:
     except Exception:  # pragma: no cover - depends on JAX internals
         frame = None
     if frame is None:
-        return "<unknown source>"
+        return UNKNOWN_SOURCE
     return f"{frame.file_name}:{frame.start_line} ({frame.function_name})"

@@ -1,0 +1,80 @@
+"""Control flow and unusual primitives inside a step: exact (dense where unproved), and reported."""
+import warnings
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+import sparseprop as sp
+from reference import bptt, max_relative_error, mse
+
+
+def _params(n=5, m=3, seed=21):
+    k = jax.random.split(jax.random.PRNGKey(seed), 3)
+    return ({"w": jax.random.normal(k[0], (n, m)) * 2.0, "alpha": jnp.linspace(0.8, 0.9, n),
+             "w_out": jax.random.normal(k[1], (2, n))},
+            jax.random.uniform(k[2], (20, m), maxval=1.5), jnp.zeros((20, 2)))
+
+
+def with_cond(p, s, x):
+    v, z = s
+    drive = jax.lax.cond(jnp.sum(x) > 2.0, lambda a: 1.5 * a, lambda a: a - 0.1, p["w"] @ x)
+    v = p["alpha"] * v + drive - z
+    z = sp.spike(v - 1.0)
+    return (v, z), p["w_out"] @ z
+
+
+def with_fori_loop(p, s, x):
+    v, z = s
+    v = jax.lax.fori_loop(0, 2, lambda i, v: p["alpha"] * v + 0.5 * p["w"] @ x, v) - z
+    z = sp.spike(v - 1.0)
+    return (v, z), p["w_out"] @ z
+
+
+def with_inner_scan(p, s, x):
+    v, z = s
+
+    def substep(v, _):
+        v = p["alpha"] * v + 0.5 * p["w"] @ x
+        return v, None
+    v, _ = jax.lax.scan(substep, v, None, length=3)
+    v = v - z
+    z = sp.spike(v - 1.0)
+    return (v, z), p["w_out"] @ z
+
+
+def with_sort(p, s, x):
+    v, z = s
+    v = p["alpha"] * v + p["w"] @ x - z + 0.1 * jnp.sort(v)   # sort mixes neurons
+    z = sp.spike(v - 1.0)
+    return (v, z), p["w_out"] @ z
+
+
+@pytest.mark.parametrize("model", [with_cond, with_fori_loop, with_inner_scan, with_sort],
+                         ids=lambda f: f.__name__)
+def test_control_flow_is_exact(model):
+    params, xs, targets = _params()
+    state0 = (jnp.zeros(5), jnp.zeros(5))
+    learner = sp.online_grad(model, mse)
+    _, total = learner.run(params, learner.init(params, state0), xs, targets)
+    _, grads, ys = bptt(model, mse, params, state0, xs, targets)
+    assert max_relative_error(total.grads, grads) <= 1e-9
+
+
+def test_unproved_structure_is_reported_with_the_primitive_and_line():
+    params, xs, _ = _params()
+    report = sp.online_grad(with_sort, mse).explain(params, (jnp.zeros(5), jnp.zeros(5)), xs[0],
+                                                   print_report=False)
+    assert any("sort at" in note and "test_control_flow.py" in note for note in report.notes)
+    assert report.exact
+
+
+def test_large_dense_trace_warns_and_suggests_eprop(monkeypatch):
+    from sparseprop.tracer import program
+    monkeypatch.setattr(program, "DENSE_WARNING_BYTES", 1000)
+    params, xs, _ = _params()
+    with pytest.warns(UserWarning, match=r"dense trace blocks of .* MiB.*method='eprop'"):
+        sp.online_grad(with_sort, mse).program(params, (jnp.zeros(5), jnp.zeros(5)), xs[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # per-neuron models never warn
+        sp.online_grad(with_cond, mse).program(params, (jnp.zeros(5), jnp.zeros(5)), xs[0])
