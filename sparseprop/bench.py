@@ -616,10 +616,8 @@ def _skip_reason(model: str, method: str, n: int, real_run: bool, dense_max_n: i
             return f"{method} cannot express {model}"
     if method == "dense_rtrl" and n > dense_max_n:
         return f"dense RTRL only for n <= {dense_max_n}"
-    if method in ("online_exact", "online_eprop") and model == "lif_recurrent" and real_run \
-            and n > exact_recurrent_max_n:
-        # exact keeps a dense trace; eprop should not, but the tracer currently cuts nothing here
-        return f"online on recurrent LIF (dense trace) only run for n <= {exact_recurrent_max_n}"
+    if method == "online_exact" and model == "lif_recurrent" and real_run and n > exact_recurrent_max_n:
+        return f"exact recurrent (dense trace) only run for n <= {exact_recurrent_max_n}"
     return None
 
 
@@ -937,6 +935,10 @@ def plot_speed(rows: List[dict], path: str, machine: str, inputs: int, batch: in
                 ax.loglog([p[0] for p in pts], [p[1] for p in pts], s, color=c, label=me, ms=4)
         ax.set_title(mo, fontsize=9)
         ax.set_xlabel("neurons n")
+        widths = sorted({r["n"] for r in rows})
+        ax.set_xticks(widths)
+        ax.set_xticklabels([str(w) for w in widths])
+        ax.xaxis.set_minor_formatter(plt.NullFormatter())
         ax.grid(True, which="both", alpha=0.3)
         if j == 0:
             ax.set_ylabel("ms per step (median)")
