@@ -296,7 +296,8 @@ class OnlineLearner:
 
     def is_exact(self, params, state0, x0) -> bool:
         """Whether this learner's gradient equals BPTT for this model (no term dropped)."""
-        return self.method.exact or not self.program(params, state0, x0).cuts
+        prog = self.program(params, state0, x0)
+        return self.method.exact or not (prog.cuts or prog.truncated)
 
     def _need_loss(self, what):
         if self.loss_fn is None:

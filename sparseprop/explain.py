@@ -89,7 +89,7 @@ def explain(prog: OnlineProgram) -> Explanation:
     An `Explanation`.
     """
     sn, pn = prog.state_names, prog.param_names
-    report = Explanation(prog.method.name, prog.method.exact or not prog.cuts)
+    report = Explanation(prog.method.name, prog.method.exact or not (prog.cuts or prog.truncated))
     for blk in sorted(prog.blocks, key=lambda b: (b.param, b.state)):
         a, p = blk.state, blk.param
         e = f"e[{sn[a]},{pn[p]}]"
@@ -111,6 +111,9 @@ def explain(prog: OnlineProgram) -> Explanation:
     for cut in prog.cuts:
         states = tuple(sn[key[1]] for key in cut.states)
         report.dropped.append(DroppedTerm(cut.primitive, cut.source, states))
+    for a, p in prog.truncated:
+        report.dropped.append(DroppedTerm("multi-step coupling", f"trace d{sn[a]}/d{pn[p]} kept at its one-step "
+                                          f"pattern", (sn[a],)))
     for note in prog.jacobian_analysis.notes + prog.mixing_analysis.notes:
         report.notes.append(f"{note.primitive} at {note.source}: {note.what}")
     return report

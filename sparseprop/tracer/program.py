@@ -170,22 +170,12 @@ class OnlineProgram:
                     pm = compose_maps(m, self._synapse_param_map(syn))
                     direct[(a, syn.param[1])] = merge_maps(direct.get((a, syn.param[1])), pm)
         # fixed point: total(a, p) = direct ∪ ⋃_b J[a←b] ∘ total(b, p)
-        total = dict(direct)
-        changed = True
-        while changed:
-            changed = False
-            for a in S:
-                for key, m in self.jmap[a].items():
-                    if key[0] != "state":
-                        continue
-                    b = key[1]
-                    for (bb, pj), tm in list(total.items()):
-                        if bb != b:
-                            continue
-                        new = merge_maps(total.get((a, pj)), compose_maps(m, tm))
-                        if new != total.get((a, pj)):
-                            total[(a, pj)] = new
-                            changed = True
+        total = self._fixed_point(direct)
+        # SnAp-1 keeps the one-step pattern; what the fixed point adds is truncated (and reported)
+        self.truncated = []
+        if self.method.one_step_pattern:
+            self.truncated = sorted(k for k, m in total.items() if direct.get(k) != m)
+            total = direct
         self.blocks: List[TraceBlock] = []
         for (a, pj), spec in sorted(total.items()):
             shape = jac.stored_shape(self.s_avals[a].shape, spec, self.p_avals[pj].shape)
@@ -210,6 +200,27 @@ class OnlineProgram:
                 f"sparseprop: exact online learning needs dense trace blocks of {dense / 2**20:.1f} MiB "
                 f"per example (a matrix or reduction couples neurons of the previous state); "
                 f"method='eprop' keeps traces per neuron. See learner.explain().", stacklevel=4)
+
+    def _fixed_point(self, direct):
+        """The trace structure: total(a, p) = direct ∪ ⋃_b J[a←b] ∘ total(b, p), to a fixed point."""
+        S = self.diff_states
+        total = dict(direct)
+        changed = True
+        while changed:
+            changed = False
+            for a in S:
+                for key, m in self.jmap[a].items():
+                    if key[0] != "state":
+                        continue
+                    b = key[1]
+                    for (bb, pj), tm in list(total.items()):
+                        if bb != b:
+                            continue
+                        new = merge_maps(total.get((a, pj)), compose_maps(m, tm))
+                        if new != total.get((a, pj)):
+                            total[(a, pj)] = new
+                            changed = True
+        return total
 
     def _factorise(self):
         """Store a trace block as ū[l] when it provably does not depend on the neuron index.
