@@ -229,16 +229,22 @@ class OnlineLearner:
             return Carry(states0, None)
         return jax.vmap(lambda s, xx: self.init(params, s, xx))(states0, x)
 
-    def run_batch(self, params, carry: Carry, xs, targets) -> tuple:
+    def run_batch(self, params, carry: Carry, xs, targets, time_major: bool = False) -> tuple:
         """`run` for a batch: `xs` and `targets` are (batch, time, ...); gradients summed over both.
+
+        **Arguments:**
+
+        - `params`, `carry`: as for `run`, the carry from `init_batch`.
+        - `xs`, `targets`: (batch, time, ...) leaves, or (time, batch, ...) with `time_major`.
 
         **Returns:**
 
-        `(carry, RunTotal(loss, grads, outputs))`, outputs as (batch, time, ...).
+        `(carry, RunTotal(loss, grads, outputs))`, outputs laid out like `xs`.
         """
-        to_time_major = lambda tree: jax.tree_util.tree_map(lambda v: jnp.swapaxes(v, 0, 1), tree)
-        carry, total = self._scan(params, carry, to_time_major(xs), to_time_major(targets), self.step_batch)
-        return carry, RunTotal(total.loss, total.grads, to_time_major(total.outputs))
+        swap = (lambda tree: tree) if time_major else (
+            lambda tree: jax.tree_util.tree_map(lambda v: jnp.swapaxes(v, 0, 1), tree))
+        carry, total = self._scan(params, carry, swap(xs), swap(targets), self.step_batch)
+        return carry, RunTotal(total.loss, total.grads, swap(total.outputs))
 
     def run(self, params, carry: Carry, xs, targets) -> tuple:
         """Scan `step` over the leading time axis of `xs` and `targets`.

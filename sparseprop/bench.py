@@ -232,10 +232,8 @@ def _online_fn(step, loss_fn, method: str, init_state):
     learner = online_grad(step, loss_fn, method=method)
 
     def f(params, states0, xs, targets):
-        x0 = jnp.zeros(xs.shape[2:], xs.dtype)
-        carry = jax.vmap(lambda s: learner.init(params, s, x0))(states0)
-        _, total = jax.vmap(learner.run, in_axes=(None, 0, 1, 1))(params, carry, xs, targets)
-        return jax.tree_util.tree_map(lambda g: jnp.sum(g, axis=0), total.grads)
+        carry = learner.init_batch(params, states0, xs[0])
+        return learner.run_batch(params, carry, xs, targets, time_major=True)[1].grads
     f.learner = learner
     return f
 
@@ -279,7 +277,7 @@ def make_grad_fn(method: str, model: str, loss_fn: Callable = mse_loss) -> Calla
 
     - `method`: one of `METHODS`: `"bptt"` (jax.grad of a lax.scan), `"bptt_checkpoint"`
       (sqrt(T) chunks under `jax.checkpoint`), `"online_exact"`, `"online_eprop"` (sparseprop,
-      batched by `jax.vmap(learner.run)`), `"dense_rtrl"` (full Jacobian traces),
+      batched by `learner.run_batch`), `"dense_rtrl"` (full Jacobian traces),
       `"braintrace_drtrl"`, `"braintrace_pp_prop"` (needs `braintrace`).
     - `model`: a key of `MODELS`.
     - `loss_fn`: the per-step loss `loss_fn(y, target)`.
@@ -1059,8 +1057,7 @@ def compare_reference(n: int = 256, m: int = 256, batch: int = 16, steps: int = 
     - `exact_vs_hand_eligibility`: generated per-neuron-leak / hand-written eligibility (target <= 1.1);
     - for `extra_models` (at n = `extra_n`, shared `m`, `batch`, `steps`): online exact and e-prop / BPTT.
 
-    "Generated" is `jax.vmap(learner.run)` over the batch with per-example gradients summed at
-    the end, on a model whose only parameter is w (as in the hand-written programs); BPTT is the
+    "Generated" is `learner.run_batch` (the batch sum folded into each step's contraction), on a model whose only parameter is w (as in the hand-written programs); BPTT is the
     hand-written `bptt` of limit_lif.py (gradient w.r.t. w, alpha, alpha_vec).
 
     **Arguments:**
@@ -1091,9 +1088,8 @@ def compare_reference(n: int = 256, m: int = 256, batch: int = 16, steps: int = 
         def f(params, xs, ts):
             p = {"w": params["w"]}
             v0 = jnp.zeros((batch, n), xs.dtype)
-            carry = jax.vmap(lambda s: learner.init(p, s, xs[0, 0]))(v0)
-            _, total = jax.vmap(learner.run, in_axes=(None, 0, 1, 1))(p, carry, xs, ts)
-            return jnp.sum(total.grads["w"], axis=0)
+            carry = learner.init_batch(p, v0, xs[0])
+            return learner.run_batch(p, carry, xs, ts, time_major=True)[1].grads["w"]
         return f
 
     fns = {"forward": (hand["forward"], (params, xs)),
