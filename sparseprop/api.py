@@ -93,7 +93,7 @@ class OnlineLearner:
         """
         self._need_loss("step")
 
-        def loss(y):
+        def loss(y, i=None):
             value = self.loss_fn(y, target)
             check_loss(value)
             return value
@@ -115,7 +115,7 @@ class OnlineLearner:
 
         `(carry, StepOutput(loss=<signal, y>, output=y, grads))`.
         """
-        def loss(y):
+        def loss(y, i=None):
             pairs = zip(jax.tree_util.tree_leaves(y), jax.tree_util.tree_leaves(output_signal))
             return sum(jnp.vdot(a, jax.lax.stop_gradient(b)) for a, b in pairs)
         return self._advance(params, carry, x, loss)
@@ -186,15 +186,7 @@ class OnlineLearner:
         s = jax.tree_util.tree_leaves(carry.state)
         xs = jax.tree_util.tree_leaves(x)
 
-        def loss_of(p_leaves, s_leaves):
-            if not batched:
-                _, y = prog.call_model(p_leaves, s_leaves, xs)
-                return loss(y), y
-            losses, ys = jax.vmap(lambda s_b, x_b, i: _loss_and_output(prog, loss, p_leaves, s_b, x_b, i))(
-                s_leaves, xs, jnp.arange(xs[0].shape[0]))
-            return jnp.sum(losses), ys
-
-        new_s, new_traces, value, y, grads = prog.step(p, s, traces, xs, loss_of, batched)
+        new_s, new_traces, value, y, grads = prog.step(p, s, traces, xs, loss, batched)
         new_state = jax.tree_util.tree_unflatten(prog.s_def, new_s)
         grads = jax.tree_util.tree_unflatten(prog.p_def, grads)
         return Carry(new_state, new_traces), StepOutput(value, y, grads)
@@ -309,11 +301,6 @@ class OnlineLearner:
         if self.loss_fn is None:
             raise ValueError(f"learner.{what} needs a loss_fn; without one, use the learning-signal "
                              f"API: learner.signal_step, learner.apply_signal, learner.eligibility")
-
-
-def _loss_and_output(prog, loss, p_leaves, s_leaves, x_leaves, i):
-    _, y = prog.call_model(p_leaves, s_leaves, x_leaves)
-    return loss(y, i), y
 
 
 def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exact") -> OnlineLearner:

@@ -24,7 +24,9 @@ import numpy as np
 from . import jacobian as jac
 from .analysis import Analysis, Synapse, analyse
 from .errors import TracerError, source_line
-from .interpreter import FORWARD_DIFFERENTIABLE, evaluate, forward
+from jax.extend import core as jcore
+
+from .interpreter import FORWARD_DIFFERENTIABLE, bind, evaluate, forward
 from .jaxpr_util import all_equations, equation_at, live_part
 from .methods import Method
 from .seeds import compressed_axes, enumerated_shape, probes
@@ -69,6 +71,7 @@ class OnlineProgram:
         self._trace_model(p, s, xs)
         self._trace_jvp(p, s, xs)
         self._plan()
+        self._plan_output(p, s, xs)
 
     # ---------------------------------------------------------------- tracing
     def call_model(self, p_leaves, s_leaves, x_leaves):
@@ -443,12 +446,18 @@ class OnlineProgram:
             T = jnp.broadcast_to(T, a_shape + T.shape)
         return jac.StructJac(T, blk.spec, p_shape)
 
-    def step(self, p, s, traces, xs, loss_of, batched: bool = False):
-        """One online step. `loss_of(p, s)` returns (loss, output) of this step.
+    def step(self, p, s, traces, xs, loss, batched: bool = False):
+        """One online step; `loss(y, i)` is the loss of output y (of example i in a batch).
 
-        With `batched`, state, traces and inputs carry a leading batch axis, `loss_of`
-        sums over it, and the gradient is summed over the batch inside the step (one
+        With `batched`, state, traces and inputs carry a leading batch axis, the loss is
+        summed over it, and the gradient is summed over the batch inside the step (one
         contraction per parameter, as BPTT does).
+
+        The learning signal meets the traces in one of two equal ways: λ_t = ∂l_t/∂s_{t-1}
+        with the previous traces plus the step's direct term (always valid), or, when the
+        output provably depends on the previous state and the traced parameters only
+        through the new state (`output_via_state`), ∂l_t/∂s_t with the new traces, which
+        saves the direct term's contraction.
 
         **Returns:** (new state leaves, new traces, loss, output, gradient leaves).
         """
@@ -457,17 +466,76 @@ class OnlineProgram:
             new_s, new_traces = jax.vmap(self.advance, in_axes=(None, 0, 0, 0))(p, s, xs, traces)
         else:
             new_s, new_traces = self.advance(p, s, xs, traces)
+        via_new = self.output_via_state
+        base = new_s if via_new else s
+
+        def output(p, s_arg, s_prev, xs_):
+            if via_new:
+                return self.output_from_new_state(p, s_arg, jax.lax.stop_gradient(s_prev), xs_)
+            return self.call_model(p, s_arg, xs_)[1]
 
         def local(p, sd):
-            full = list(s)
+            full = list(base)
             for i, v in zip(S, sd):
                 full[i] = v
-            return loss_of(p, full)
+            if not batched:
+                y = output(p, full, s, xs)
+                return loss(y, None), y
+            ys = jax.vmap(lambda a, b, c: output(p, a, b, c))(full, list(s), list(xs))
+            index = jnp.arange(xs[0].shape[0])
+            return jnp.sum(jax.vmap(lambda y, i: loss(y, i))(ys, index)), ys
 
-        loss, vjp_fn, y = jax.vjp(local, list(p), [s[i] for i in S], has_aux=True)
-        direct, lam = vjp_fn(jnp.ones_like(loss))
-        grads = [g + c for g, c in zip(direct, self.contract(lam, traces, batched))]
-        return list(new_s), new_traces, loss, y, grads
+        value, vjp_fn, y = jax.vjp(local, list(p), [base[i] for i in S], has_aux=True)
+        direct, lam = vjp_fn(jnp.ones_like(value))
+        signal_traces = new_traces if via_new else traces
+        grads = [g + c for g, c in zip(direct, self.contract(lam, signal_traces, batched))]
+        return list(new_s), new_traces, value, y, grads
+
+    # ------------------------------------------------------- output through the new state
+    def _plan_output(self, p, s, xs):
+        """Decide `output_via_state`: y reaches the previous state and the traced parameters
+        only through the new state's values (proved on the model's jaxpr, top level)."""
+        self.output_via_state = False
+        if self.cuts or self.truncated:
+            # both forms are equal only for the exact recursion; approximations keep the
+            # exact one-step learning signal λ_t = ∂l_t/∂s_{t-1} (the documented semantics)
+            return
+
+        def flat(p, s, xs):
+            new_state, y = self.call_model(p, s, xs)
+            y_leaves, self.y_def = jax.tree_util.tree_flatten(y)
+            return jax.tree_util.tree_leaves(new_state) + y_leaves
+        closed = jax.make_jaxpr(flat)(p, s, xs)
+        jx = closed.jaxpr
+        n_s = len(s)
+        state_out = jx.outvars[:n_s]
+        if any(not isinstance(v, jcore.Var) or v in jx.invars for v in state_out) or \
+                len(set(state_out)) != n_s:
+            return
+        traced = {b.param for b in self.blocks}
+        tainted = {v for j, v in enumerate(jx.invars[:len(p)]) if j in traced}
+        tainted |= {jx.invars[len(p) + i] for i in self.diff_states}
+        cut = set(state_out)
+        for eqn in jx.eqns:
+            if any(isinstance(v, jcore.Var) and v in tainted for v in eqn.invars):
+                tainted |= {v for v in eqn.outvars if v not in cut}
+        if any(isinstance(v, jcore.Var) and v in tainted for v in jx.outvars[n_s:]):
+            return
+        self.model_jaxpr, self.model_consts = jx, closed.consts
+        self.state_out_position = {v: i for i, v in enumerate(state_out)}
+        self.output_via_state = True
+
+    def output_from_new_state(self, p, s_new, s_prev, xs):
+        """The model's output with its new-state values taken from `s_new` (see `_plan_output`)."""
+        position = self.state_out_position
+
+        def substitute(eqn, invals):
+            outs = bind(eqn, invals)
+            return [s_new[position[v]] if v in position else o for v, o in zip(eqn.outvars, outs)]
+        overrides = {(i,): substitute for i, eqn in enumerate(self.model_jaxpr.eqns)
+                     if any(v in position for v in eqn.outvars)}
+        outs = evaluate(self.model_jaxpr, self.model_consts, list(p) + list(s_prev) + list(xs), overrides)
+        return jax.tree_util.tree_unflatten(self.y_def, outs[len(s_prev):])
 
 
 def _scalar(x):
