@@ -21,7 +21,6 @@ them), which keeps traces per neuron.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 

@@ -38,7 +38,7 @@ import numpy as np
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from .api import bptt_grad, online_grad
+from .api import online_grad
 from .surrogates import spike
 
 __all__ = ["MODELS", "METHODS", "ModelSpec", "make_problem", "make_grad_fn", "temp_bytes",
@@ -901,7 +901,7 @@ def plot_memory(rows: List[dict], path: str, machine: str, inputs: int, batch: i
                 ax.set_ylabel("XLA temp MiB")
             if i == len(models) - 1:
                 ax.set_xlabel("sequence length T")
-    handles, labels = {}, {}
+    handles = {}
     for ax in axes.flat:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)

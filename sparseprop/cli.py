@@ -170,7 +170,6 @@ def check_model(model, loss_fn, params, state0, xs, targets, methods: Sequence[s
     """
     import jax
     jax.config.update("jax_enable_x64", True)
-    import jax.numpy as jnp
     import numpy as np
 
     from .api import bptt_grad, online_grad

@@ -1,6 +1,5 @@
 """method="eprop" equals BPTT of the model with stop_gradient on exactly the paths it drops."""
 import jax
-import jax.numpy as jnp
 import pytest
 
 import sparseprop as sp

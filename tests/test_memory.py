@@ -1,6 +1,5 @@
 """The online learner's memory does not grow with the sequence length; BPTT's does."""
 import jax
-import jax.numpy as jnp
 
 import sparseprop as sp
 from models import alif, inputs

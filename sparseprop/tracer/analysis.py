@@ -170,7 +170,7 @@ class _Walker:
 
     def _synapse(self, eqn, ins, here, raw) -> bool:
         for side in (0, 1):
-            w, u = eqn.invars[side], eqn.invars[1 - side]
+            w = eqn.invars[side]
             if isinstance(w, jcore.Literal) or w not in raw or ins[1 - side]:
                 continue
             key, perm = raw[w]

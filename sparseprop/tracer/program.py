@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Optional, Tuple
+from typing import Dict, Hashable, List, Tuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.extend import core as jcore
 
 from . import jacobian as jac
 from .analysis import Analysis, Synapse, analyse
 from .errors import TracerError, source_line
-from jax.extend import core as jcore
-
 from .interpreter import FORWARD_DIFFERENTIABLE, bind, evaluate, forward
 from .jaxpr_util import all_equations, equation_at, live_part
 from .methods import Method
@@ -120,7 +119,6 @@ class OnlineProgram:
         jx = self.jvp_jaxpr.jaxpr
         n_in = len(p) + len(s) + len(xs)
         dp_vars = jx.invars[n_in: n_in + len(p)]
-        ds_vars = jx.invars[n_in + len(p):]
         in_deps = [{} for _ in range(n_in)]
         in_deps += [{("param", j): identity_map(len(p[j].shape))} for j in range(len(p))]
         in_deps += [{("state", i): identity_map(len(s[i].shape))} for i in ds_idx]
@@ -128,8 +126,6 @@ class OnlineProgram:
         self.jacobian_analysis: Analysis = analyse(jx, in_deps, mode="jacobian", raw=raw)
         n_out = len(ds_idx)
         self.tangent_deps = self.jacobian_analysis.outputs[n_out:]
-        self.n_inputs = n_in
-        del ds_vars
 
     # ---------------------------------------------------------------- planning
     def _input_shape(self, key):
@@ -286,7 +282,7 @@ class OnlineProgram:
         """Evaluate one step: new state and the structured Jacobian blocks of the update."""
         an = self.jacobian_analysis
         jx = self.jvp_jaxpr
-        n_p, S = len(p), self.diff_states
+        S = self.diff_states
         self._synapse_out_dtype = {}
         for syn in an.synapses:
             self._synapse_out_dtype[syn.key[1]] = self._synapse_eqn_dtype(syn)
@@ -405,7 +401,6 @@ class OnlineProgram:
         new_traces = []
         for blk, T in zip(self.blocks, traces):
             a, pj = blk.state, blk.param
-            p_shape = self.p_avals[pj].shape
             parts = []
             state_terms = [(k, v) for (aa, k), v in J.items() if aa == a and k[0] == "state"]
             synapses = [syn for syn in an.synapses if syn.param == ("param", pj) and (a, syn.key) in J]
