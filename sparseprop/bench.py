@@ -884,7 +884,7 @@ def plot_memory(rows: List[dict], path: str, machine: str, inputs: int, batch: i
     rows = [r for r in rows if "temp_bytes" in r and r.get("temp_bytes") not in ("", None)]
     models = list(dict.fromkeys(r["model"] for r in rows))
     widths = sorted({r["n"] for r in rows})
-    fig, axes = plt.subplots(len(models), len(widths), figsize=(4.2 * len(widths), 3.2 * len(models)),
+    fig, axes = plt.subplots(len(models), len(widths), figsize=(max(4.2 * len(widths), 6.0), 3.2 * len(models)),
                              squeeze=False, sharex=True)
     for i, mo in enumerate(models):
         for j, n in enumerate(widths):
@@ -905,9 +905,9 @@ def plot_memory(rows: List[dict], path: str, machine: str, inputs: int, batch: i
     for ax in axes.flat:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 3), fontsize=8)
     fig.suptitle(f"Gradient memory (compiled temp bytes) vs T; m={inputs}, batch={batch}\n{machine}", fontsize=9)
-    fig.tight_layout(rect=(0, 0.04, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.09, 1, 0.95))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
