@@ -86,3 +86,16 @@ def test_primitive_without_forward_derivative_names_it_and_the_line():
     learner = sp.online_grad(model, mse)
     with pytest.raises(sp.TracerError, match=r"custom_vjp_call.*test_errors.py:\d+"):
         learner.step(params, learner.init(params, jnp.zeros(7)), x, jnp.zeros(7))
+
+
+def test_primitive_without_forward_rule_names_it_and_the_line():
+    import numpy as np
+
+    def model(p, s, x):
+        v = 0.9 * s + p["w"] @ x
+        v = jax.pure_callback(np.tanh, jax.ShapeDtypeStruct(v.shape, v.dtype), v)
+        return v, v
+    params = {"w": jnp.ones((3, 2))}
+    learner = sp.online_grad(model, mse)
+    with pytest.raises(sp.TracerError, match=r"primitive 'pure_callback' \(at .*test_errors.py:\d+.*custom_jvp"):
+        learner.step(params, learner.init(params, jnp.zeros(3)), jnp.ones(2), jnp.zeros(3))

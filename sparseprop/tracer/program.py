@@ -114,7 +114,9 @@ class OnlineProgram:
 
         try:
             self.jvp_jaxpr = jax.make_jaxpr(jvp_program)(p, s, xs, p, [s[i] for i in ds_idx])
-        except NotImplementedError as e:
+        except TracerError:
+            raise
+        except Exception as e:    # the model traced fine above, so this is about its derivative
             raise TracerError(_explain_jvp_failure(e, self.state_jaxpr)) from e
         jx = self.jvp_jaxpr.jaxpr
         n_in = len(p) + len(s) + len(xs)
@@ -548,13 +550,15 @@ def _stop_gradient_operand(k):
 
 def _explain_jvp_failure(e, jaxpr) -> str:
     msg = str(e)
+    lowered = msg.lower()
     for eqn in all_equations(jaxpr):
-        if f"'{eqn.primitive.name}'" in msg or eqn.primitive.name in msg.split():
-            return (f"sparseprop cannot differentiate the primitive '{eqn.primitive.name}' "
-                    f"(at {source_line(eqn)}) in forward mode: {msg}. Rewrite that part with "
-                    f"differentiable jax.numpy operations, or use sparseprop.bptt_grad, which "
-                    f"only needs reverse mode.")
-    return f"sparseprop cannot build the forward-mode program of this model: {msg}"
+        name = eqn.primitive.name
+        if name in msg or name.replace("_", " ") in lowered:
+            return (f"sparseprop cannot differentiate the primitive '{name}' (at {source_line(eqn)}) "
+                    f"in forward mode, which every online method needs: {type(e).__name__}: {msg} "
+                    f"Give that operation a derivative with jax.custom_jvp, or keep it out of the "
+                    f"state update (an operation on the output only is differentiated in reverse mode).")
+    return f"sparseprop cannot build the forward-mode program of this model: {type(e).__name__}: {msg}"
 
 
 __all__ = ["OnlineProgram", "TraceBlock", "TracerError"]
