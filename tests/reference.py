@@ -17,6 +17,35 @@ def bptt(model, loss_fn, params, state0, xs, targets):
     return loss, grads, ys
 
 
+def dense_rtrl(model, loss_fn, params, state0, xs, targets, pattern=None):
+    """Plain RTRL with full Jacobians (jacfwd): M_t = J_s M_{t-1} + J_θ, grads = Σ λ_t M_{t-1} + direct.
+
+    With `pattern(f, flat_params, flat_state)` (a boolean |s|×|θ| mask), every trace is
+    masked after each step: M_t = P ⊙ (J_s M_{t-1} + J_θ), the SnAp recursion.
+    """
+    from jax.flatten_util import ravel_pytree
+    flat_p, unravel_p = ravel_pytree(params)
+    flat_s, unravel_s = ravel_pytree(state0)
+
+    def f(fp, fs, x):
+        new, y = model(unravel_p(fp), unravel_s(fs), x)
+        return ravel_pytree(new)[0], y
+
+    mask = None if pattern is None else pattern(f, flat_p, flat_s, xs)
+    M = jnp.zeros((flat_s.size, flat_p.size))
+    s, total = flat_s, jnp.zeros_like(flat_p)
+    for x, t in zip(xs, targets):
+        direct, lam = jax.grad(lambda fp, fs: loss_fn(f(fp, fs, x)[1], t), argnums=(0, 1))(flat_p, s)
+        total = total + direct + lam @ M
+        J_s = jax.jacfwd(lambda fs: f(flat_p, fs, x)[0])(s)
+        J_p = jax.jacfwd(lambda fp: f(fp, s, x)[0])(flat_p)
+        M = J_s @ M + J_p
+        if mask is not None:
+            M = jnp.where(mask, M, 0.0)
+        s = f(flat_p, s, x)[0]
+    return unravel_p(total)
+
+
 def max_relative_error(a, b) -> float:
     """max over leaves of max|a - b| / max|b| (b is the reference)."""
     errs = []
