@@ -128,6 +128,8 @@ class OnlineProgram:
         self.jacobian_analysis: Analysis = analyse(jx, in_deps, mode="jacobian", raw=raw)
         n_out = len(ds_idx)
         self.tangent_deps = self.jacobian_analysis.outputs[n_out:]
+        self._synapse_out_dtype = {syn.key[1]: self._synapse_eqn_dtype(syn)
+                                   for syn in self.jacobian_analysis.synapses}
 
     # ---------------------------------------------------------------- planning
     def _input_shape(self, key):
@@ -184,23 +186,43 @@ class OnlineProgram:
             self.blocks.append(TraceBlock(a, pj, spec, shape, dtype))
         self.block_index = {(b.state, b.param): i for i, b in enumerate(self.blocks)}
         self._factorise()
-        # probes: every tracked input that some new state depends on directly
-        inputs = sorted({key for a in S for key in self.jmap[a]}, key=str)
-        self.probe_plan = []   # (key, compressed axes, offset, count)
-        offset = 0
-        for key in inputs:
-            shape = self._input_shape(key)
-            comp = compressed_axes([self.jmap[a][key] for a in S if key in self.jmap[a]], len(shape))
-            count = int(np.prod(enumerated_shape(shape, comp), dtype=np.int64))
-            self.probe_plan.append((key, comp, offset, count))
-            offset += count
-        self.n_probes = offset
+        self._plan_probes()
         dense = sum(b.nbytes for b in self.blocks if all(s is None for s in b.spec) and len(b.spec))
         if dense > DENSE_WARNING_BYTES:
             warnings.warn(
                 f"sparseprop: exact online learning needs dense trace blocks of {dense / 2**20:.1f} MiB "
                 f"per example (a matrix or reduction couples neurons of the previous state); "
                 f"method='eprop' keeps traces per neuron. See learner.explain().", stacklevel=4)
+
+    def _probe_plan(self, reverse):
+        """Forward probes for every input that a new state outside `reverse` depends on."""
+        S = [a for a in self.diff_states if a not in reverse]
+        inputs = sorted({key for a in S for key in self.jmap[a]}, key=str)
+        plan, offset = [], 0   # (key, compressed axes, offset, count)
+        for key in inputs:
+            shape = self._input_shape(key)
+            comp = compressed_axes([self.jmap[a][key] for a in S if key in self.jmap[a]], len(shape))
+            count = int(np.prod(enumerated_shape(shape, comp), dtype=np.int64))
+            plan.append((key, comp, offset, count))
+            offset += count
+        return plan, offset
+
+    def _plan_probes(self):
+        """Choose how each Jacobian block is measured: forward probes (one per enumerated
+        input index, compressed along proved diagonals) or, for new-state leaves with a
+        dense block, reverse rows (one per entry of that leaf: cheap for a small readout
+        fed by a wide layer)."""
+        size = {a: int(np.prod(self.s_avals[a].shape, dtype=np.int64)) for a in self.diff_states}
+        dense = [a for a in self.diff_states
+                 if any(m and all(x is None for x in m) for m in self.jmap[a].values())]
+        self.reverse_states = []
+        best = self._probe_plan(())[1]
+        for a in sorted(dense, key=size.get):
+            trial = self.reverse_states + [a]
+            cost = self._probe_plan(trial)[1] + sum(size[r] for r in trial)
+            if cost < best:
+                self.reverse_states, best = trial, cost
+        self.probe_plan, self.n_probes = self._probe_plan(self.reverse_states)
 
     def _fixed_point(self, direct):
         """The trace structure: total(a, p) = direct ∪ ⋃_b J[a←b] ∘ total(b, p), to a fixed point."""
@@ -262,33 +284,22 @@ class OnlineProgram:
     def zero_traces(self):
         return tuple(jnp.zeros(b.shape, b.dtype) for b in self.blocks)
 
-    def _probe_tangents(self, p, s):
+    def _probe_tangents(self):
         """Batched tangents for the JVP program's inputs and the synapse probes."""
-        dtype_of = {("param", j): v.dtype for j, v in enumerate(self.p_avals)}
-        dtype_of.update({("state", i): v.dtype for i, v in enumerate(self.s_avals)})
         batched = {}
         for key, comp, offset, count in self.probe_plan:
-            shape = self._input_shape(key)
-            dtype = dtype_of.get(key, self._synapse_dtype(key))
+            shape, dtype = self._input_shape(key), self._input_dtype(key)
             block = jnp.asarray(probes(shape, comp, np.dtype(dtype)))
             full = jnp.zeros((self.n_probes,) + shape, dtype)
             batched[key] = full.at[offset: offset + count].set(block)
         return batched
-
-    def _synapse_dtype(self, key):
-        if key[0] != "synapse":
-            return jnp.float32
-        return self._synapse_out_dtype[key[1]]
 
     def jacobian_blocks(self, p, s, xs):
         """Evaluate one step: new state and the structured Jacobian blocks of the update."""
         an = self.jacobian_analysis
         jx = self.jvp_jaxpr
         S = self.diff_states
-        self._synapse_out_dtype = {}
-        for syn in an.synapses:
-            self._synapse_out_dtype[syn.key[1]] = self._synapse_eqn_dtype(syn)
-        batched = self._probe_tangents(p, s)
+        batched = self._probe_tangents()
 
         def run(tangents):
             captured = {}
@@ -308,7 +319,10 @@ class OnlineProgram:
             n = len(S)
             return outs[:n], outs[n:], [captured[k] for k in range(len(an.synapses))]
 
-        new_s, tangents, us = jax.vmap(run, in_axes=(0,), out_axes=(None, 0, None))(batched)
+        if self.n_probes:
+            new_s, tangents, us = jax.vmap(run, in_axes=(0,), out_axes=(None, 0, None))(batched)
+        else:   # every block comes from reverse rows
+            new_s, _, us = run({})
         blocks: Dict[Tuple[int, Hashable], jac.StructJac] = {}
         for key, comp, offset, count in self.probe_plan:
             in_shape = self._input_shape(key)
@@ -322,10 +336,43 @@ class OnlineProgram:
                 t = jnp.moveaxis(t, tuple(range(len(enum))), tuple(range(t.ndim - len(enum), t.ndim)))
                 spec = tuple(m[k] if k in comp else None for k in range(len(in_shape)))
                 blocks[(a, key)] = jac.respec(jac.StructJac(t, spec, in_shape), m)
+        if self.reverse_states:
+            blocks.update(self._reverse_rows(run, batched))
         full_s = list(s)
         for i, v in zip(S, new_s):
             full_s[i] = v
         return full_s, blocks, us
+
+    def _reverse_rows(self, run, batched):
+        """Blocks of the `reverse_states` from the transpose of the (linear) tangent map."""
+        S = self.diff_states
+        example = {key: v[0] for key, v in batched.items()}
+        for key in sorted({k for a in self.reverse_states for k in self.jmap[a]} - set(example), key=str):
+            example[key] = jnp.zeros(self._input_shape(key), self._input_dtype(key))
+        transpose = jax.linear_transpose(lambda t: run(t)[1], example)
+        blocks = {}
+        for a in self.reverse_states:
+            shape = tuple(self.s_avals[a].shape)
+            n = int(np.prod(shape, dtype=np.int64))
+            eye = jnp.eye(n, dtype=self.s_avals[a].dtype).reshape((n,) + shape)
+
+            def row(ct, a=a):
+                cts = [jnp.zeros(self.s_avals[b].shape, self.s_avals[b].dtype) for b in S]
+                cts[S.index(a)] = ct
+                return transpose(cts)[0]
+            rows = jax.vmap(row)(eye)
+            for key, m in self.jmap[a].items():
+                in_shape = self._input_shape(key)
+                full = rows[key].reshape(shape + in_shape)
+                blocks[(a, key)] = jac.respec(jac.StructJac(full, (None,) * len(in_shape), in_shape), m)
+        return blocks
+
+    def _input_dtype(self, key):
+        if key[0] == "param":
+            return self.p_avals[key[1]].dtype
+        if key[0] == "state":
+            return self.s_avals[key[1]].dtype
+        return self._synapse_out_dtype[key[1]]
 
     def _synapse_eqn_dtype(self, syn: Synapse):
         eqn = equation_at(self.jvp_jaxpr.jaxpr, syn.path)
