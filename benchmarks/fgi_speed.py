@@ -3,7 +3,7 @@
 For every surrogate of the catalogue, in both injections, one jitted SGD step
 (gradient of a batch + parameter update) of a LIF layer with a leaky readout, with the
 gradient from BPTT (`sparseprop.bptt_grad`, vmapped) and from the online exact learner
-(`learner.run`, vmapped). Reports the median wall time of REPEATS runs after warm-up, the
+(`learner.run_batch`). Reports the median wall time of REPEATS runs after warm-up, the
 compile time, and the size of the optimised HLO (instructions), and writes
 benchmarks/results/fgi_speed.csv. Configurations are interleaved round-robin, so that
 load on a shared machine hits all of them alike.
@@ -40,16 +40,21 @@ def make_train_step(net, method):
     """A jitted `(params, state0, xs, targets) -> params`: batch-mean gradient, one SGD update."""
     if method == "bptt":
         per_example = sp.bptt_grad(net, loss_fn)
+
+        def batch_grads(params, state0, xs, targets):
+            _, grads = jax.vmap(per_example, in_axes=(None, 0, 1, 1))(params, state0, xs, targets)
+            return jax.tree_util.tree_map(lambda g: jnp.sum(g, axis=0), grads)
     else:
         learner = sp.online_grad(net, loss_fn, method="exact")
 
-        def per_example(params, state0, xs, targets):
-            _, total = learner.run(params, learner.init(params, state0, xs[0]), xs, targets)
-            return total.loss, total.grads
+        def batch_grads(params, state0, xs, targets):
+            carry = learner.init_batch(params, state0, xs[0])
+            return learner.run_batch(params, carry, xs, targets, time_major=True)[1].grads
 
     def train_step(params, state0, xs, targets):
-        _, grads = jax.vmap(per_example, in_axes=(None, 0, 1, 1))(params, state0, xs, targets)
-        return jax.tree_util.tree_map(lambda p, g: p - LR * jnp.mean(g, axis=0), params, grads)
+        grads = batch_grads(params, state0, xs, targets)
+        batch = xs.shape[1]
+        return jax.tree_util.tree_map(lambda p, g: p - LR * g / batch, params, grads)
     return jax.jit(train_step)
 
 
