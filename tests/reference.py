@@ -17,11 +17,13 @@ def bptt(model, loss_fn, params, state0, xs, targets):
     return loss, grads, ys
 
 
-def dense_rtrl(model, loss_fn, params, state0, xs, targets, pattern=None):
+def dense_rtrl(model, loss_fn, params, state0, xs, targets, pattern=None, local_grad=jax.grad):
     """Plain RTRL with full Jacobians (jacfwd): M_t = J_s M_{t-1} + J_θ, grads = Σ λ_t M_{t-1} + direct.
 
-    With `pattern(f, flat_params, flat_state)` (a boolean |s|×|θ| mask), every trace is
+    With `pattern(f, flat_params, flat_state, xs)` (a boolean |s|×|θ| mask), every trace is
     masked after each step: M_t = P ⊙ (J_s M_{t-1} + J_θ), the SnAp recursion.
+    `local_grad=jax.jacfwd` makes the whole oracle forward-mode (for while loops, which
+    reverse mode cannot differentiate).
     """
     from jax.flatten_util import ravel_pytree
     flat_p, unravel_p = ravel_pytree(params)
@@ -35,7 +37,7 @@ def dense_rtrl(model, loss_fn, params, state0, xs, targets, pattern=None):
     M = jnp.zeros((flat_s.size, flat_p.size))
     s, total = flat_s, jnp.zeros_like(flat_p)
     for x, t in zip(xs, targets):
-        direct, lam = jax.grad(lambda fp, fs: loss_fn(f(fp, fs, x)[1], t), argnums=(0, 1))(flat_p, s)
+        direct, lam = local_grad(lambda fp, fs: loss_fn(f(fp, fs, x)[1], t), argnums=(0, 1))(flat_p, s)
         total = total + direct + lam @ M
         J_s = jax.jacfwd(lambda fs: f(flat_p, fs, x)[0])(s)
         J_p = jax.jacfwd(lambda fp: f(fp, s, x)[0])(flat_p)

@@ -6,10 +6,11 @@ import jax.numpy as jnp
 import pytest
 
 import sparseprop as sp
-from reference import bptt, max_relative_error, mse
+from reference import bptt, dense_rtrl, max_relative_error, mse
 
 
 def _params(n=5, m=3, seed=21):
+    """Parameters, inputs and targets for n neurons and m inputs."""
     k = jax.random.split(jax.random.PRNGKey(seed), 3)
     return ({"w": jax.random.normal(k[0], (n, m)) * 2.0, "alpha": jnp.linspace(0.8, 0.9, n),
              "w_out": jax.random.normal(k[1], (2, n))},
@@ -43,6 +44,18 @@ def with_inner_scan(p, s, x):
     return (v, z), p["w_out"] @ z
 
 
+def with_while_loop(p, s, x):
+    v, z = s
+
+    def body(carry):
+        i, v = carry
+        return i + 1, p["alpha"] * v + 0.5 * p["w"] @ x
+    _, v = jax.lax.while_loop(lambda c: c[0] < 2, body, (0, v))
+    v = v - z
+    z = sp.spike(v - 1.0)
+    return (v, z), p["w_out"] @ z
+
+
 def with_sort(p, s, x):
     v, z = s
     v = p["alpha"] * v + p["w"] @ x - z + 0.1 * jnp.sort(v)   # sort mixes neurons
@@ -50,14 +63,51 @@ def with_sort(p, s, x):
     return (v, z), p["w_out"] @ z
 
 
+def _spikes(model, params, state0, xs):
+    """How many spikes (the state's z) a run of the model emits: the tests need some."""
+    zs = jax.lax.scan(lambda s, x: (model(params, s, x)[0],) * 2, state0, xs)[1][1]
+    return int(jnp.sum(zs))
+
+
 @pytest.mark.parametrize("model", [with_cond, with_fori_loop, with_inner_scan, with_sort],
                          ids=lambda f: f.__name__)
 def test_control_flow_is_exact(model):
     params, xs, targets = _params()
     state0 = (jnp.zeros(5), jnp.zeros(5))
+    assert _spikes(model, params, state0, xs) > 0
     learner = sp.online_grad(model, mse)
     _, total = learner.run(params, learner.init(params, state0), xs, targets)
     _, grads, ys = bptt(model, mse, params, state0, xs, targets)
+    assert max_relative_error(total.grads, grads) <= 1e-9
+
+
+def test_while_loop_is_exact_where_bptt_cannot_go():
+    """Reverse mode cannot differentiate a while_loop; the online learner is forward mode.
+
+    Checked against forward-mode dense RTRL (jacfwd everywhere)."""
+    params, xs, targets = _params(n=4, m=3)
+    state0 = (jnp.zeros(4), jnp.zeros(4))
+    assert _spikes(with_while_loop, params, state0, xs) > 0
+    with pytest.raises(ValueError, match="Reverse-mode differentiation does not work"):
+        bptt(with_while_loop, mse, params, state0, xs, targets)
+    learner = sp.online_grad(with_while_loop, mse)
+    _, total = learner.run(params, learner.init(params, state0), xs, targets)
+    oracle = dense_rtrl(with_while_loop, mse, params, state0, xs, targets, local_grad=jax.jacfwd)
+    assert max_relative_error(total.grads, oracle) <= 1e-9
+
+
+@pytest.mark.parametrize("model", [with_cond, with_fori_loop, with_inner_scan],
+                         ids=lambda f: f.__name__)
+def test_per_neuron_loops_and_branches_keep_per_neuron_traces_and_eprop_is_exact(model):
+    """The loop's body structure is followed to a fixed point: nothing is mixed, nothing cut."""
+    params, xs, targets = _params()
+    state0 = (jnp.zeros(5), jnp.zeros(5))
+    learner = sp.online_grad(model, mse, method="eprop")
+    report = learner.explain(params, state0, xs[0], print_report=False)
+    assert report.exact and not report.dropped
+    assert all(b.kind != "dense" for b in report.blocks)
+    _, total = learner.run(params, learner.init(params, state0), xs, targets)
+    _, grads, _ = bptt(model, mse, params, state0, xs, targets)
     assert max_relative_error(total.grads, grads) <= 1e-9
 
 

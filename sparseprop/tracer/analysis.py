@@ -147,11 +147,15 @@ class _Walker:
                 o = _Walker("opaque").walk(br.jaxpr, list(ins[1:]), here, {})
                 outs = o if outs is None else [merge_deps(a, b) for a, b in zip(outs, o)]
             return outs
+        if name == "scan":
+            return scan_structure(eqn, ins)
+        if name == "while":
+            return while_structure(eqn, ins)
         return apply_rule(eqn, ins)
 
     def _leaf(self, eqn, ins, here):
         name = eqn.primitive.name
-        if name not in RULES and name not in CUSTOM_DERIVATIVE and name != "cond":
+        if name not in RULES and name not in CUSTOM_DERIVATIVE and name not in LOOPS_AND_BRANCHES:
             self.result.notes.append(Note(here, name, self.source(eqn),
                                           "no structural rule: treated as mixing every entry"))
         if self.mode == "mixing":
@@ -183,6 +187,47 @@ class _Walker:
                 out_shape=tuple(eqn.outvars[0].aval.shape), source=self.source(eqn)))
             return True
         return False
+
+
+LOOPS_AND_BRANCHES = {"cond", "scan", "while"}
+
+
+def _loop_fixed_point(body, carry: List[Deps], run) -> List[Deps]:
+    """Carry dependencies of a loop: iterate the body's structure until nothing changes
+    (maps only lose matches, so this ends)."""
+    while True:
+        new = [merge_deps(c, o) for c, o in zip(carry, run(carry))]
+        if new == carry:
+            return carry
+        carry = new
+
+
+def scan_structure(eqn, ins: List[Deps]) -> List[Deps]:
+    """`lax.scan` (and static `fori_loop`): consts, carry and sliced xs through the body."""
+    body = eqn.params["jaxpr"].jaxpr
+    nc, nk = eqn.params["num_consts"], eqn.params["num_carry"]
+    consts, carry, xs = ins[:nc], list(ins[nc:nc + nk]), ins[nc + nk:]
+    # a slice x[t] drops the scanned axis 0: its matches move down one axis
+    sliced = [{key: tuple(None if j in (None, 0) else j - 1 for j in m) for key, m in d.items()} for d in xs]
+
+    def run(c):
+        return _Walker("opaque").walk(body, list(consts) + list(c) + sliced, (), {})[:nk]
+    carry = _loop_fixed_point(body, carry, run)
+    outs = _Walker("opaque").walk(body, list(consts) + list(carry) + sliced, (), {})
+    # stacked outputs gain the scanned axis in front
+    ys = [{key: tuple(None if j is None else j + 1 for j in m) for key, m in d.items()} for d in outs[nk:]]
+    return list(carry) + ys
+
+
+def while_structure(eqn, ins: List[Deps]) -> List[Deps]:
+    """`lax.while_loop`: the body's carry structure to a fixed point (the predicate has no derivative)."""
+    body = eqn.params["body_jaxpr"].jaxpr
+    cn, bn = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+    consts, carry = ins[cn:cn + bn], list(ins[cn + bn:])
+
+    def run(c):
+        return _Walker("opaque").walk(body, list(consts) + list(c), (), {})
+    return _loop_fixed_point(body, carry, run)
 
 
 def derivative_structure(eqn, ins: List[Deps]) -> List[Deps]:
