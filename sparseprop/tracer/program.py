@@ -103,6 +103,8 @@ class OnlineProgram:
     def _trace_jvp(self, p, s, xs):
         ds_idx = self.diff_states
 
+        fixed_idx = [i for i in range(len(s)) if i not in ds_idx]
+
         def jvp_program(p, s, xs, dp, ds):
             def f(p, sd):
                 full = list(s)
@@ -110,7 +112,10 @@ class OnlineProgram:
                     full[i] = v
                 new = self.state_fn(p, full, xs)
                 return [new[i] for i in ds_idx]
-            return jax.jvp(f, (p, [s[i] for i in ds_idx]), (dp, ds))
+            primal, tangent = jax.jvp(f, (p, [s[i] for i in ds_idx]), (dp, ds))
+            # state leaves without a derivative (integer counters) still advance
+            new = self.state_fn(p, s, xs) if fixed_idx else []
+            return primal, tangent, [new[i] for i in fixed_idx]
 
         try:
             self.jvp_jaxpr = jax.make_jaxpr(jvp_program)(p, s, xs, p, [s[i] for i in ds_idx])
@@ -127,7 +132,7 @@ class OnlineProgram:
         raw = {v: (("param", j), identity_map(len(p[j].shape))) for j, v in enumerate(dp_vars)}
         self.jacobian_analysis: Analysis = analyse(jx, in_deps, mode="jacobian", raw=raw)
         n_out = len(ds_idx)
-        self.tangent_deps = self.jacobian_analysis.outputs[n_out:]
+        self.tangent_deps = self.jacobian_analysis.outputs[n_out: 2 * n_out]
         self._synapse_out_dtype = {syn.key[1]: self._synapse_eqn_dtype(syn)
                                    for syn in self.jacobian_analysis.synapses}
 
@@ -317,7 +322,7 @@ class OnlineProgram:
                   for i in S]
             outs = evaluate(jx.jaxpr, jx.consts, list(p) + list(s) + list(xs) + dp + ds, overrides)
             n = len(S)
-            return outs[:n], outs[n:], [captured[k] for k in range(len(an.synapses))]
+            return outs[:n] + outs[2 * n:], outs[n: 2 * n], [captured[k] for k in range(len(an.synapses))]
 
         if self.n_probes:
             new_s, tangents, us = jax.vmap(run, in_axes=(0,), out_axes=(None, 0, None))(batched)
@@ -338,8 +343,9 @@ class OnlineProgram:
                 blocks[(a, key)] = jac.respec(jac.StructJac(t, spec, in_shape), m)
         if self.reverse_states:
             blocks.update(self._reverse_rows(run, batched))
+        order = S + [i for i in range(len(s)) if i not in S]   # diff leaves, then the others
         full_s = list(s)
-        for i, v in zip(S, new_s):
+        for i, v in zip(order, new_s):
             full_s[i] = v
         return full_s, blocks, us
 
