@@ -65,6 +65,38 @@ class BrainstateLIF(eqx.Module):
         return (v, ref), (spk, p["w_out"] @ spk)
 
 
+def packed_alif(p, s, x):
+    """ALIF with (v, a) packed in one (n, 2) array and PyTorch-style x @ W (W is m×n) plus a bias."""
+    v, a = s[:, 0], s[:, 1]
+    thr = 1.0 + 1.5 * a
+    z_prev = sg(sp.spike(v - thr))
+    v = 0.9 * v + x @ p["w"] + p["b"] - z_prev * thr
+    a = p["rho"] * a + z_prev
+    z = sp.spike(v - (1.0 + 1.5 * a))
+    return jnp.stack([v, a], axis=1), (z, z @ p["w_out"].T)
+
+
+def flipped_and_tiled(p, s, x):
+    """Layout primitives in the state update: unstack, flip (rev), tile, stack."""
+    v, a = jnp.unstack(s, axis=1)
+    z_prev = sg(sp.spike(v - 1.0))
+    v = 0.9 * v + p["w"] @ x - z_prev
+    a = 0.8 * a + 0.01 * jnp.flip(v) + jnp.tile(p["c"], 2)
+    z = sp.spike(v - 1.0)
+    return jnp.stack([v, a], axis=1), (z, p["w_out"] @ (z + a))
+
+
+def homeostatic_lif(p, s, x):
+    """LIF whose shared threshold adapts to the layer's mean rate (a scalar state fed by a reduction)."""
+    v = s["v"]
+    theta = s["theta"]
+    z_prev = sg(sp.spike(v - theta))
+    v = 0.9 * v + p["w"] @ x["spikes"] + 0.1 * x["current"] - z_prev * theta
+    z = sp.spike(v - theta)
+    theta = 0.95 * theta + 0.05 * (1.0 + jnp.mean(z))
+    return {"v": v, "theta": theta}, (z, p["w_out"] @ z)
+
+
 def _case(model, state0, n, m, extra, seed):
     k = jax.random.split(jax.random.PRNGKey(seed), 3)
     params = {"w": jax.random.normal(k[0], (n, m)) * 2.0, "w_out": jax.random.normal(k[1], (2, n))}
@@ -73,7 +105,23 @@ def _case(model, state0, n, m, extra, seed):
     return model, params, state0, xs
 
 
+def _packed():
+    model, params, state0, xs = _case(packed_alif, jnp.zeros((6, 2)), 6, 4,
+                                      {"b": jnp.full(6, 0.1), "rho": jnp.linspace(0.9, 0.97, 6)}, 35)
+    params["w"] = params["w"].T        # (m, n), used as x @ W
+    return model, params, state0, xs
+
+
+def _homeostatic():
+    model, params, state0, xs = _case(homeostatic_lif, {"v": jnp.zeros(5), "theta": jnp.array(1.0)}, 5, 3, {}, 36)
+    xs = {"spikes": xs, "current": jnp.ones((xs.shape[0], 5))}
+    return model, params, state0, xs
+
+
 CASES = {
+    "packed_alif_pytorch_layout": _packed,
+    "flipped_and_tiled": lambda: _case(flipped_and_tiled, jnp.zeros((6, 2)), 6, 4, {"c": jnp.ones(3)}, 37),
+    "homeostatic_threshold": _homeostatic,
     "snntorch_synaptic": lambda: _case(snntorch_synaptic, (jnp.zeros(6), jnp.zeros(6)), 6, 4,
                                        {"alpha": jnp.full(6, 0.8), "beta": jnp.linspace(0.8, 0.95, 6),
                                         "threshold": jnp.array(1.0)}, 31),
@@ -93,7 +141,8 @@ def test_third_party_style_models_are_exact(name):
 
     def loss(y, t):
         return mse(y[1], t)
-    targets = jnp.zeros((xs.shape[0], 2))
+    T = jax.tree_util.tree_leaves(xs)[0].shape[0]
+    targets = jnp.zeros((T, 2))
     learner = sp.online_grad(model, loss)
     _, total = learner.run(params, learner.init(params, state0), xs, targets)
     _, grads, ys = bptt(model, loss, params, state0, xs, targets)
@@ -101,5 +150,8 @@ def test_third_party_style_models_are_exact(name):
     # the forward pass itself must match (an integer state leaf has to advance too)
     assert max_relative_error(total.outputs, ys) <= 1e-12
     assert max_relative_error(total.grads, grads) <= 1e-9
-    report = learner.explain(params, state0, xs[0], print_report=False)
-    assert report.exact and all(b.kind != "dense" for b in report.blocks)
+    x0 = jax.tree_util.tree_map(lambda a: a[0], xs)
+    report = learner.explain(params, state0, x0, print_report=False)
+    # the mean over the layer couples θ to every neuron; flip mixes neuron i with n-1-i
+    coupled = name in ("homeostatic_threshold", "flipped_and_tiled")
+    assert report.exact and (coupled or all(b.kind != "dense" for b in report.blocks))

@@ -131,6 +131,30 @@ def concatenate_rule(eqn, in_deps):
     return [merge_deps(first, *rest)]
 
 
+def stack_rule(eqn, in_deps):
+    # A new axis in front of position `axis`; the k-th operand sits at index k along it.
+    axis = eqn.params["axis"]
+    nd = len(eqn.invars[0].aval.shape)
+    shift = {i: (i if i < axis else i + 1) for i in range(nd)}
+    return [merge_deps(*[remap_axes(d, shift) for d in in_deps])]
+
+
+def unstack_rule(eqn, in_deps):
+    # Output k is operand[..., k, ...] along `axis`: that axis goes, the others move down.
+    axis = eqn.params["axis"]
+    nd = len(eqn.invars[0].aval.shape)
+    down = {i: (i if i < axis else i - 1) for i in range(nd) if i != axis}
+    return [remap_axes(in_deps[0], down) for _ in eqn.outvars]
+
+
+def reversing_rule(eqn, in_deps):
+    # rev / tile: indices along the touched axes no longer line up with the input's.
+    touched = set(eqn.params.get("dimensions", ())) | {
+        i for i, r in enumerate(eqn.params.get("reps", ())) if r != 1}
+    nd = len(eqn.invars[0].aval.shape)
+    return [remap_axes(in_deps[0], {i: i for i in range(nd) if i not in touched})]
+
+
 def slice_rule(eqn, in_deps):
     starts = eqn.params["start_indices"]
     strides = eqn.params.get("strides") or (1,) * len(starts)
@@ -167,6 +191,10 @@ RULES.update({
     "transpose": transpose_rule,
     "dot_general": dot_general_rule,
     "concatenate": concatenate_rule,
+    "stack": stack_rule,
+    "unstack": unstack_rule,
+    "rev": reversing_rule,
+    "tile": reversing_rule,
     "slice": slice_rule,
     "pad": pad_rule,
     "split": split_rule,
