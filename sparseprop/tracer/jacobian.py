@@ -44,7 +44,9 @@ def stored_shape(out_shape, spec, in_shape) -> Tuple[int, ...]:
     return tuple(out_shape) + free_shape(spec, in_shape)
 
 
-class _Labels:
+class Labels:
+    """A source of fresh single-letter einsum labels."""
+
     def __init__(self):
         self.n = 0
 
@@ -53,7 +55,7 @@ class _Labels:
         return _LETTERS[self.n - 1]
 
 
-def _labels(out_ndim, spec, out_prefix, in_labels, fresh) -> Tuple[list, list]:
+def stored_labels(out_ndim, spec, in_labels, fresh) -> Tuple[list, list]:
     """Labels of a stored array: output axes (matched ones carry the input's label), free inputs."""
     out = [fresh() for _ in range(out_ndim)]
     for k, j in enumerate(spec):
@@ -76,21 +78,17 @@ def einsum(operands: Sequence, labels: Sequence[Sequence[str]], out: Sequence[st
                 shape[pos] = size
             x = x.reshape(shape)
             result = x if result is None else result * x
-        full = [None] * len(out)
-        for x, l in zip(operands, labels):
-            for a, lab in enumerate(l):
-                full[out.index(lab)] = x.shape[a]
-        return jnp.broadcast_to(result, tuple(full))
+        return result   # every output label comes from an operand, so the shape is complete
     spec = ",".join("".join(l) for l in labels) + "->" + "".join(out)
     return jnp.einsum(spec, *operands)
 
 
 def compose(a: StructJac, b: StructJac) -> StructJac:
     """The chain rule `a ∘ b` for `a = d x / d y` and `b = d y / d z`, as d x / d z."""
-    fresh = _Labels()
+    fresh = Labels()
     z_labels = [fresh() for _ in b.in_shape]
-    y_out, y_free = _labels(b.out_ndim, b.spec, None, z_labels, fresh)
-    x_out, x_free = _labels(a.out_ndim, a.spec, None, y_out, fresh)
+    y_out, y_free = stored_labels(b.out_ndim, b.spec, z_labels, fresh)
+    x_out, x_free = stored_labels(a.out_ndim, a.spec, y_out, fresh)
     spec = tuple(x_out.index(l) if l in x_out else None for l in z_labels)
     out = x_out + [l for l, s in zip(z_labels, spec) if s is None]
     array = einsum([a.array, b.array], [x_out + x_free, y_out + y_free], out)
@@ -102,9 +100,9 @@ def respec(j: StructJac, spec) -> StructJac:
     spec = tuple(spec)
     if spec == j.spec:
         return j
-    fresh = _Labels()
+    fresh = Labels()
     in_labels = [fresh() for _ in j.in_shape]
-    src_out, src_free = _labels(j.out_ndim, j.spec, None, in_labels, fresh)
+    src_out, src_free = stored_labels(j.out_ndim, j.spec, in_labels, fresh)
     dst_out = list(src_out)
     operands, labels = [j.array], [None]
     for k, (old, new) in enumerate(zip(j.spec, spec)):

@@ -388,7 +388,7 @@ class OnlineProgram:
         """d state / d W from ψ = d state / d I and the presynaptic operand u of I = W·u."""
         (lc, rc), (lb, rb) = syn.dimension_numbers
         p_shape = self._input_shape(syn.param)
-        fresh = jac._Labels()
+        fresh = jac.Labels()
         p_labels = [fresh() for _ in p_shape]
         w_ndim = len(p_shape)
         u_ndim = u.ndim
@@ -407,7 +407,7 @@ class OnlineProgram:
         u_free = [u_labels[a] for a in range(u_ndim) if a not in u_contract and a not in u_batch]
         batch = [op_label[a] for a in w_batch]
         i_labels = batch + (w_free + u_free if syn.param_side == 0 else u_free + w_free)
-        s_out, s_free = jac._labels(psi.out_ndim, psi.spec, None, i_labels, fresh)
+        s_out, s_free = jac.stored_labels(psi.out_ndim, psi.spec, i_labels, fresh)
         spec = tuple(s_out.index(l) if l in s_out else None for l in p_labels)
         out = s_out + [l for l, sp in zip(p_labels, spec) if sp is None]
         array = jac.einsum([psi.array, u], [s_out + s_free, u_labels], out)
@@ -432,7 +432,7 @@ class OnlineProgram:
             sig = signals[S.index(blk.state)]
             if sig is None:
                 continue
-            fresh = jac._Labels()
+            fresh = jac.Labels()
             p_labels = [fresh() for _ in self.p_avals[blk.param].shape]
             a_labels = [fresh() for _ in self.s_avals[blk.state].shape]
             for k, j in enumerate(blk.spec):
