@@ -151,10 +151,8 @@ class OnlineProgram:
         ndims = len(self._input_shape(syn.param))
         contract, batch = (lc, lb) if syn.param_side == 0 else (rc, rb)
         free = [a for a in range(ndims) if a not in contract and a not in batch]
-        other_free = 0
-        if syn.param_side == 1:
-            other_ndim = len(syn.out_shape) - len(batch) - len(free)
-            other_free = other_ndim
+        # output axes: batch, then the lhs's free axes, then the rhs's
+        other_free = len(syn.out_shape) - len(batch) - len(free) if syn.param_side == 1 else 0
         out = [None] * ndims
         for pos, a in enumerate(batch):
             out[syn.perm[a]] = pos
