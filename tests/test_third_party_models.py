@@ -97,6 +97,22 @@ def homeostatic_lif(p, s, x):
     return {"v": v, "theta": theta}, (z, p["w_out"] @ z)
 
 
+def weight_normalised(p, s, x):
+    """Weight normalisation per row and an einsum synapse: the parameter is transformed before the product."""
+    w = p["g"][:, None] * p["w"] / jnp.linalg.norm(p["w"], axis=1, keepdims=True)
+    v = 0.9 * s + jnp.einsum("ij,j->i", w, x) - sg(sp.spike(s - 1.0))
+    z = sp.spike(v - 1.0)
+    return v, (z, p["w_out"] @ z)
+
+
+def short_term_plasticity(p, s, x):
+    """A per-synapse state u[i, j] (short-term facilitation) of the weight's shape."""
+    u = 0.9 * s["u"] + 0.1 * x[None, :]
+    v = 0.9 * s["v"] + (p["w"] * u) @ x - sg(sp.spike(s["v"] - 1.0))
+    z = sp.spike(v - 1.0)
+    return {"u": u, "v": v}, (z, p["w_out"] @ z)
+
+
 def _case(model, state0, n, m, extra, seed):
     k = jax.random.split(jax.random.PRNGKey(seed), 3)
     params = {"w": jax.random.normal(k[0], (n, m)) * 2.0, "w_out": jax.random.normal(k[1], (2, n))}
@@ -119,6 +135,9 @@ def _homeostatic():
 
 
 CASES = {
+    "weight_normalised_einsum": lambda: _case(weight_normalised, jnp.zeros(5), 5, 3, {"g": jnp.full(5, 2.0)}, 38),
+    "short_term_plasticity": lambda: _case(short_term_plasticity, {"u": jnp.zeros((5, 3)), "v": jnp.zeros(5)},
+                                           5, 3, {}, 39),
     "packed_alif_pytorch_layout": _packed,
     "flipped_and_tiled": lambda: _case(flipped_and_tiled, jnp.zeros((6, 2)), 6, 4, {"c": jnp.ones(3)}, 37),
     "homeostatic_threshold": _homeostatic,
