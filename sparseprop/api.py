@@ -9,7 +9,7 @@ import numpy as np
 
 from .tracer.methods import get_method
 from .tracer.program import OnlineProgram
-from .validate import check_loss, check_model_output, check_params
+from .validate import check_loss, check_model_output, check_params, check_real
 
 
 class Carry(NamedTuple):
@@ -54,6 +54,7 @@ class OnlineLearner:
         prog = self._programs.get(key)
         if prog is None:
             check_params(params)
+            check_real(params, state)
             check_model_output(self.model, params, state, x)
             prog = OnlineProgram(self.model, self.method, params, state, x)
             self._programs[key] = prog

@@ -26,6 +26,19 @@ def check_params(params) -> None:
                 f"in the model (functools.partial) instead of passing it in params.")
 
 
+def check_real(params, state) -> None:
+    """Complex parameters or state are refused: a trace stores the tangent map as a complex
+    matrix, which is only right for C-linear (holomorphic) steps; |z| or conj(z) are not."""
+    for what, tree in (("parameter", params), ("state leaf", state)):
+        for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            if jnp.issubdtype(jnp.result_type(v), jnp.complexfloating):
+                raise TypeError(
+                    f"{what} {jax.tree_util.keystr(path) or '<root>'} is complex "
+                    f"({jnp.result_type(v).name}); sparseprop's online methods need real state and "
+                    f"parameters (a complex trace is only right for holomorphic steps). Keep the real "
+                    f"and imaginary parts as two float leaves; sparseprop.bptt_grad handles complex.")
+
+
 def check_model_output(model, params, state, x) -> None:
     """`model(params, state, x)` must return `(new_state, y)` with new_state shaped like state."""
     try:

@@ -99,3 +99,14 @@ def test_primitive_without_forward_rule_names_it_and_the_line():
     learner = sp.online_grad(model, mse)
     with pytest.raises(sp.TracerError, match=r"primitive 'pure_callback' \(at .*test_errors.py:\d+.*custom_jvp"):
         learner.step(params, learner.init(params, jnp.zeros(3)), jnp.ones(2), jnp.zeros(3))
+
+
+def test_complex_state_is_refused_with_a_way_out():
+    """A non-holomorphic complex step (|z|) would make a complex trace wrong: refuse, don't guess."""
+    def model(p, z, x):
+        z = jnp.exp(1j * p["omega"]) * 0.9 * z + p["w"] @ x - 0.1 * z * jnp.abs(z)
+        return z, jnp.abs(z)
+    params = {"omega": jnp.linspace(0.1, 1.0, 3), "w": jnp.ones((3, 2))}
+    learner = sp.online_grad(model, mse)
+    with pytest.raises(TypeError, match=r"state leaf <root> is complex.*two float leaves"):
+        learner.step(params, learner.init(params, jnp.zeros(3, jnp.complex128)), jnp.ones(2), jnp.zeros(3))
