@@ -643,6 +643,11 @@ DEFAULT_T = (100, 400, 1600, 6400, 25600)
 DEFAULT_N = (128, 512, 2048)
 
 
+def _print_skipped(skipped) -> None:
+    for (mo, me, why), ns in skipped.items():
+        print(f"skipped {me} on {mo} (n={sorted(set(ns))}): {why}")
+
+
 def memory_sweep(models: Sequence[str] = tuple(MODELS), methods: Sequence[str] = METHODS,
                  steps: Sequence[int] = DEFAULT_T, widths: Sequence[int] = DEFAULT_N,
                  inputs: int = 256, batch: int = 16, dtype=jnp.float32,
@@ -699,8 +704,7 @@ def memory_sweep(models: Sequence[str] = tuple(MODELS), methods: Sequence[str] =
         row.update(peak_rss(mo, me, n, inputs, batch, t, jnp.dtype(dtype).name))
     bar.close()
     if verbose:
-        for (mo, me, why), ns in skipped.items():
-            print(f"skipped {me} on {mo} (n={sorted(set(ns))}): {why}")
+        _print_skipped(skipped)
     if csv_path:
         write_csv(rows, csv_path)
     if png_path:
@@ -780,8 +784,7 @@ def speed_sweep(models: Sequence[str] = tuple(MODELS), methods: Sequence[str] = 
             bar.update(1)
     bar.close()
     if verbose:
-        for (mo, me, why), ns in skipped.items():
-            print(f"skipped {me} on {mo} (n={sorted(set(ns))}): {why}")
+        _print_skipped(skipped)
     if csv_path:
         write_csv(rows, csv_path)
     if png_path:
