@@ -113,6 +113,14 @@ def short_term_plasticity(p, s, x):
     return {"u": u, "v": v}, (z, p["w_out"] @ z)
 
 
+def passthrough_leaves(p, s, x):
+    """State leaves passed through unchanged, reset to a constant, or copied; one read with a slice."""
+    v = 0.9 * s["v"] + s["gain"] * (p["w"] @ x) - sg(sp.spike(s["v"] - 1.0))
+    z = sp.spike(v - 1.0)
+    new = {"v": v, "gain": s["gain"], "zero": jnp.zeros(3), "copy": v}
+    return new, (z, p["w_out"] @ z + s["copy"][:2])
+
+
 def _case(model, state0, n, m, extra, seed):
     k = jax.random.split(jax.random.PRNGKey(seed), 3)
     params = {"w": jax.random.normal(k[0], (n, m)) * 2.0, "w_out": jax.random.normal(k[1], (2, n))}
@@ -135,6 +143,9 @@ def _homeostatic():
 
 
 CASES = {
+    "passthrough_leaves": lambda: _case(passthrough_leaves, {"v": jnp.zeros(5), "gain": jnp.full(5, 1.5),
+                                                             "zero": jnp.zeros(3), "copy": jnp.zeros(5)},
+                                        5, 3, {}, 40),
     "weight_normalised_einsum": lambda: _case(weight_normalised, jnp.zeros(5), 5, 3, {"g": jnp.full(5, 2.0)}, 38),
     "short_term_plasticity": lambda: _case(short_term_plasticity, {"u": jnp.zeros((5, 3)), "v": jnp.zeros(5)},
                                            5, 3, {}, 39),
