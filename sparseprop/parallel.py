@@ -2,8 +2,8 @@
 
 Online gradients are per example, so scaling past one device is data parallelism: the
 batch axis is split over a 1-D device mesh (axis name `"batch"`), parameters are
-replicated, every device runs `learner.run` (vmapped) on its slice of the batch, and the
-per-example gradients are averaged across devices. Nothing here is specific to a
+replicated, every device runs `learner.run_batch` on its slice of the batch, and the
+gradient sums are reduced across devices. Nothing here is specific to a
 model: XLA inserts the one all-reduce of the gradient mean, and the carries (states
 and eligibility traces) stay on the device that owns their examples across calls.
 
@@ -31,7 +31,6 @@ import functools
 from typing import Callable, Optional, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -151,10 +150,6 @@ def _checked(mesh: Mesh, jitted: Callable) -> Callable:
     return call
 
 
-def _mean(tree):
-    return jax.tree_util.tree_map(lambda g: jnp.mean(g, axis=0), tree)
-
-
 def data_parallel_run(learner: OnlineLearner, mesh: Mesh, reduce: str = "mean") -> Callable:
     """`learner.run` over a batch split across devices, gradients reduced over the batch.
 
@@ -175,8 +170,10 @@ def data_parallel_run(learner: OnlineLearner, mesh: Mesh, reduce: str = "mean") 
     reducer = _reducer(reduce)
 
     def run(params, carry, xs, targets):
-        carry, total = jax.vmap(learner.run, in_axes=(None, 0, 0, 0))(params, carry, xs, targets)
-        return carry, RunTotal(reducer(total.loss), reducer(total.grads), total.outputs)
+        # run_batch folds the batch sum into each step's contraction; XLA all-reduces it
+        carry, total = learner.run_batch(params, carry, xs, targets)
+        batch = jax.tree_util.tree_leaves(xs)[0].shape[0]
+        return carry, RunTotal(reducer(total.loss, batch), reducer(total.grads, batch), total.outputs)
 
     batch, rep = batch_sharding(mesh), replicated(mesh)
     return _checked(mesh, jax.jit(run, in_shardings=(rep, batch, batch, batch),
@@ -201,8 +198,9 @@ def data_parallel_step(learner: OnlineLearner, mesh: Mesh, reduce: str = "mean")
     reducer = _reducer(reduce)
 
     def step(params, carry, x, target):
-        carry, out = jax.vmap(learner.step, in_axes=(None, 0, 0, 0))(params, carry, x, target)
-        return carry, StepOutput(reducer(out.loss), out.output, reducer(out.grads))
+        carry, out = learner.step_batch(params, carry, x, target)
+        batch = jax.tree_util.tree_leaves(x)[0].shape[0]
+        return carry, StepOutput(reducer(out.loss, batch), out.output, reducer(out.grads, batch))
 
     batch, rep = batch_sharding(mesh), replicated(mesh)
     return _checked(mesh, jax.jit(step, in_shardings=(rep, batch, batch, batch),
@@ -210,9 +208,10 @@ def data_parallel_step(learner: OnlineLearner, mesh: Mesh, reduce: str = "mean")
 
 
 def _reducer(reduce: str) -> Callable:
+    """From batch sums to the requested reduction."""
     if reduce == "mean":
-        return _mean
+        return lambda tree, batch: jax.tree_util.tree_map(lambda g: g / batch, tree)
     if reduce == "sum":
-        return lambda tree: jax.tree_util.tree_map(lambda g: jnp.sum(g, axis=0), tree)
+        return lambda tree, batch: tree
     raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
 
