@@ -44,8 +44,13 @@ def check_model_output(model, params, state, x) -> None:
     try:
         out = jax.eval_shape(model, params, state, x)
     except Exception as e:
-        raise type(e)(f"the model failed on params ({_describe(params)}), state ({_describe(state)}) "
-                      f"and x ({_describe(x)}): {e}") from e
+        message = (f"the model failed on params ({_describe(params)}), state ({_describe(state)}) "
+                   f"and x ({_describe(x)}): {type(e).__name__}: {e}")
+        try:
+            error = type(e)(message)      # keep the type (TypeError for shapes) when it allows
+        except Exception:
+            error = ValueError(message)
+        raise error from e
     if not (isinstance(out, tuple) and len(out) == 2):
         raise TypeError(f"the model must return a pair (new_state, y); it returned "
                         f"{type(out).__name__} {jax.tree_util.tree_structure(out)}")
