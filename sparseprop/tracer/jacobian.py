@@ -83,16 +83,32 @@ def einsum(operands: Sequence, labels: Sequence[Sequence[str]], out: Sequence[st
     return jnp.einsum(spec, *operands)
 
 
-def compose(a: StructJac, b: StructJac) -> StructJac:
-    """The chain rule `a ∘ b` for `a = d x / d y` and `b = d y / d z`, as d x / d z."""
+def compose(a: StructJac, b: StructJac, spec=None) -> StructJac:
+    """The chain rule `a ∘ b` for `a = d x / d y` and `b = d y / d z`, as d x / d z.
+
+    With `spec`, the result is stored with that spec. Entries that `spec` declares zero
+    (a matched axis where the product is free: a truncated trace) are never computed:
+    the repeated einsum label takes only the diagonal.
+    """
     fresh = Labels()
     z_labels = [fresh() for _ in b.in_shape]
     y_out, y_free = stored_labels(b.out_ndim, b.spec, z_labels, fresh)
     x_out, x_free = stored_labels(a.out_ndim, a.spec, y_out, fresh)
-    spec = tuple(x_out.index(l) if l in x_out else None for l in z_labels)
-    out = x_out + [l for l, s in zip(z_labels, spec) if s is None]
+    natural = tuple(x_out.index(l) if l in x_out else None for l in z_labels)
+    if spec is not None and tuple(spec) != natural:
+        extract = {k: i for k, i in enumerate(spec) if i is not None and natural[k] is None
+                   and x_out[i] not in z_labels}
+        if all(natural[k] == i or k in extract for k, i in enumerate(spec) if i is not None) and \
+                all(spec[k] == i for k, i in enumerate(natural) if i is not None):
+            rename = {x_out[i]: z_labels[k] for k, i in extract.items()}
+            x_out, x_free, y_out, y_free = ([rename.get(l, l) for l in ls] for ls in (x_out, x_free, y_out, y_free))
+            out = x_out + [l for l, i in zip(z_labels, spec) if i is None]
+            array = einsum([a.array, b.array], [x_out + x_free, y_out + y_free], out)
+            return StructJac(array, tuple(spec), b.in_shape)
+    out = x_out + [l for l, i in zip(z_labels, natural) if i is None]
     array = einsum([a.array, b.array], [x_out + x_free, y_out + y_free], out)
-    return StructJac(array, spec, b.in_shape)
+    result = StructJac(array, natural, b.in_shape)
+    return result if spec is None else respec(result, spec)
 
 
 def respec(j: StructJac, spec) -> StructJac:

@@ -476,7 +476,7 @@ class OnlineProgram:
                 bi = self.block_index.get((key[1], pj))
                 if bi is not None:
                     prev = self._full_block(bi, traces[bi])
-                    parts.append(jac.compose(Jab, prev))
+                    parts.append(jac.compose(Jab, prev, blk.spec))
             if (a, ("param", pj)) in J:
                 parts.append(J[(a, ("param", pj))])
             for syn in synapses:
