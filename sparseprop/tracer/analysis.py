@@ -25,6 +25,10 @@ from .uniformity import constant_like, uniform_keys
 
 Path = Tuple[int, ...]
 
+# The leading axis of every state leaf indexes neurons; further axes (state variables,
+# compartments, delay taps) belong to one neuron.
+NEURON_AXIS = 0
+
 
 @dataclass
 class Synapse:
@@ -41,7 +45,7 @@ class Synapse:
 
 @dataclass
 class Mixing:
-    """An equation that mixes neurons of the previous state through operand `operand`."""
+    """An equation that mixes neurons (the leading axis) of the previous state through `operand`."""
     path: Path
     primitive: str
     operand: int
@@ -165,6 +169,9 @@ class _Walker:
                     continue
                 alone = [d if j == k else {} for j in range(len(ins))]
                 lost = lost_matches(d, merge_deps(*self._rule_or_body(eqn, alone, here)))
+                # only the neuron axis counts: mixing compartments or delay taps of one
+                # neuron (the other axes of a state leaf) stays within the neuron
+                lost = {key: axes for key, axes in lost.items() if NEURON_AXIS in axes}
                 if lost:
                     mix = Mixing(here, name, k, tuple(sorted(lost, key=str)), self.source(eqn))
                     self.result.mixing.append(mix)

@@ -155,6 +155,46 @@ def reversing_rule(eqn, in_deps):
     return [remap_axes(in_deps[0], {i: i for i in range(nd) if i not in touched})]
 
 
+def scatter_rule(eqn, in_deps):
+    """`x.at[idx].set/add/mul(u)`: the output keeps the operand's indices; an update's window
+    axis lines up with the operand axis it covers unless that axis is indexed (an offset)."""
+    dn = eqn.params["dimension_numbers"]
+    if getattr(dn, "operand_batching_dims", ()):
+        return conservative_rule(eqn, in_deps)
+    nd = len(eqn.invars[0].aval.shape)
+    window_dims = [d for d in range(nd) if d not in dn.inserted_window_dims]
+    to_operand = {u: window_dims[k] for k, u in enumerate(dn.update_window_dims)
+                  if window_dims[k] not in dn.scatter_dims_to_operand_dims}
+    operand = remap_axes(in_deps[0], {i: i for i in range(nd)})
+    return [merge_deps(operand, remap_axes(in_deps[2], to_operand))]
+
+
+def gather_rule(eqn, in_deps):
+    """`x[idx]`: an output offset axis lines up with the operand axis it slices unless that
+    axis is indexed (then the start is an offset)."""
+    dn = eqn.params["dimension_numbers"]
+    if getattr(dn, "operand_batching_dims", ()):
+        return conservative_rule(eqn, in_deps)
+    nd = len(eqn.invars[0].aval.shape)
+    kept = [d for d in range(nd) if d not in dn.collapsed_slice_dims]
+    to_out = {kept[k]: o for k, o in enumerate(dn.offset_dims) if kept[k] not in dn.start_index_map}
+    return [remap_axes(in_deps[0], to_out)]
+
+
+def dynamic_slice_rule(eqn, in_deps):
+    # A start index is clamped so the slice fits: a full-size axis always starts at 0.
+    shape = eqn.invars[0].aval.shape
+    sizes = eqn.params["slice_sizes"]
+    return [remap_axes(in_deps[0], {i: i for i, (n, k) in enumerate(zip(shape, sizes)) if n == k})]
+
+
+def dynamic_update_slice_rule(eqn, in_deps):
+    shape, update = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
+    operand = remap_axes(in_deps[0], {i: i for i in range(len(shape))})
+    aligned = {i: i for i, (n, k) in enumerate(zip(shape, update)) if n == k}
+    return [merge_deps(operand, remap_axes(in_deps[1], aligned))]
+
+
 def slice_rule(eqn, in_deps):
     starts = eqn.params["start_indices"]
     strides = eqn.params.get("strides") or (1,) * len(starts)
@@ -192,6 +232,14 @@ RULES.update({
     "dot_general": dot_general_rule,
     "concatenate": concatenate_rule,
     "stack": stack_rule,
+    "scatter": scatter_rule,
+    "scatter-add": scatter_rule,
+    "scatter_add": scatter_rule,
+    "scatter-mul": scatter_rule,
+    "scatter_mul": scatter_rule,
+    "gather": gather_rule,
+    "dynamic_slice": dynamic_slice_rule,
+    "dynamic_update_slice": dynamic_update_slice_rule,
     "unstack": unstack_rule,
     "rev": reversing_rule,
     "tile": reversing_rule,
