@@ -526,7 +526,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  sparseprop check path/to/models.py:make_alif --T 100 --methods exact,eprop")
     p.add_argument("factory", metavar="MODULE:FACTORY")
     p.add_argument("--T", type=int, default=None, help="number of time steps (default: the factory's)")
-    p.add_argument("--methods", default="exact,eprop", help="comma-separated methods (default: exact,eprop)")
+    p.add_argument("--methods", default="exact,eprop", help="comma-separated methods among exact, eprop, snap1 (default: exact,eprop)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_check)
 
@@ -537,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
                     + FACTORY_HELP,
         epilog="example:\n  sparseprop explain mymodels:make_alif --methods eprop")
     p.add_argument("factory", metavar="MODULE:FACTORY")
-    p.add_argument("--methods", default="exact,eprop", help="comma-separated methods (default: exact,eprop)")
+    p.add_argument("--methods", default="exact,eprop", help="comma-separated methods among exact, eprop, snap1 (default: exact,eprop)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser(
