@@ -18,7 +18,7 @@ from jax.extend import core as jcore
 
 from .errors import UNKNOWN_SOURCE, source_line
 from .jaxpr_util import CALLS, CUSTOM_DERIVATIVE, sub_jaxpr
-from .rules import RULES, apply_rule, conservative_rule
+from .rules import RULES, apply_rule
 from .structure import Deps, identity_map, lost_matches, merge_deps
 from .uniformity import constant_like, uniform_keys
 
@@ -75,6 +75,7 @@ class _Walker:
         self.mode = mode
         self.cut = cut
         self.call_site = None
+        self.derivative_jaxprs: Dict = {}
         self.result = Analysis(outputs=[])
 
     def source(self, eqn) -> str:
@@ -144,7 +145,7 @@ class _Walker:
     def _rule_or_body(self, eqn, ins, here):
         name = eqn.primitive.name
         if name in CUSTOM_DERIVATIVE:
-            return derivative_structure(eqn, ins)
+            return derivative_structure(eqn, ins, self.derivative_jaxprs)
         if name == "cond":
             outs = None
             for br in eqn.params["branches"]:
@@ -237,12 +238,22 @@ def while_structure(eqn, ins: List[Deps]) -> List[Deps]:
     return _loop_fixed_point(body, carry, run)
 
 
-def derivative_structure(eqn, ins: List[Deps]) -> List[Deps]:
+def derivative_structure(eqn, ins: List[Deps], cache: Optional[Dict] = None) -> List[Deps]:
     """Structure of a custom-derivative call, read from the JVP the user defined for it.
 
     Its primal body is no guide: a Heaviside spike has zero derivative there, while
-    its surrogate derivative is what flows.
+    its surrogate derivative is what flows. `cache` keeps the traced JVP per equation
+    (the mixing pass asks once per operand).
     """
+    cache = {} if cache is None else cache
+    if id(eqn) not in cache:
+        cache[id(eqn)] = (eqn, _derivative_jaxpr(eqn))   # eqn kept alive: its id stays unique
+    closed, diff = cache[id(eqn)][1]
+    in_deps = [{} for _ in eqn.invars] + [ins[i] for i in diff]
+    return _Walker("opaque").walk(closed.jaxpr, in_deps, (), {})
+
+
+def _derivative_jaxpr(eqn):
     from .interpreter import forward
     avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
     diff = [i for i, a in enumerate(avals) if np.issubdtype(a.dtype, np.inexact)]
@@ -255,9 +266,7 @@ def derivative_structure(eqn, ins: List[Deps]) -> List[Deps]:
             return forward(eqn, args)
         return jax.jvp(f, [primals[i] for i in diff], list(tangents))[1]
 
-    closed = jax.make_jaxpr(tangents_out)(avals, [avals[i] for i in diff])
-    in_deps = [{} for _ in avals] + [ins[i] for i in diff]
-    return _Walker("opaque").walk(closed.jaxpr, in_deps, (), {})
+    return jax.make_jaxpr(tangents_out)(avals, [avals[i] for i in diff]), diff
 
 
 def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
@@ -283,4 +292,4 @@ def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
     return walker.result
 
 
-__all__ = ["analyse", "Analysis", "Synapse", "Mixing", "Note", "conservative_rule"]
+__all__ = ["analyse", "Analysis", "Synapse", "Mixing", "Note"]

@@ -255,7 +255,3 @@ def apply_rule(eqn, in_deps: Sequence[Deps]) -> List[Deps]:
         return [{} for _ in eqn.outvars]
     outs = RULES.get(eqn.primitive.name, conservative_rule)(eqn, in_deps)
     return [d if np.issubdtype(v.aval.dtype, np.inexact) else {} for d, v in zip(outs, eqn.outvars)]
-
-
-def is_known(name: str) -> bool:
-    return name in RULES
