@@ -146,7 +146,7 @@ class OnlineLearner:
             raise ValueError(f"state_signal must have the state's structure ({len(prog.s_avals)} leaves); "
                              f"got {len(leaves)}")
         signals = [None if leaves[i] is None else jnp.asarray(leaves[i]) for i in prog.diff_states]
-        grads = prog.contract(signals, carry.traces)
+        grads = prog.contract(signals, carry.traces, jax.tree_util.tree_leaves(params))
         return jax.tree_util.tree_unflatten(prog.p_def, grads)
 
     def eligibility(self, params, carry: Carry):
@@ -164,7 +164,7 @@ class OnlineLearner:
         from .explain import block_kind
         prog = self._any_program(params, carry)
         return {(prog.state_names[b.state], prog.param_names[b.param]):
-                (block_kind(b.spec, len(prog.p_avals[b.param].shape)), T)
+                (block_kind(b.spec, len(prog.p_avals[b.param].shape), b.via), T)
                 for b, T in zip(prog.blocks, carry.traces)}
 
     def _any_program(self, params, carry):
