@@ -312,8 +312,11 @@ def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exa
     - `model`: `model(params, state, x) -> (new_state, y)` for one example (no batch axis).
     - `loss_fn`: `loss_fn(y, target) -> scalar`; the sequence loss is the sum over steps.
       May be None for three-factor learning with external signals.
-    - `method`: `"exact"` (equals BPTT) or `"eprop"` (drops neuron-mixing paths from the
-      traces, reported by `explain()`), or a `sparseprop.tracer.methods.Method`.
+    - `method`: `"exact"` (RTRL, Williams & Zipser 1989: equals BPTT), `"eprop"` (e-prop,
+      Bellec et al. 2020: recurrent neuron-mixing paths cut in the whole step), `"ostl"`
+      (every mixing path cut from the traces, learning signal through the true step; after
+      Bohnstingl et al. 2022), `"snap1"` (SnAp-1, Menick et al. 2020), or a
+      `sparseprop.tracer.methods.Method`. What a method drops is reported by `explain()`.
 
     **Returns:**
 

@@ -142,10 +142,11 @@ def explain(prog: OnlineProgram) -> Explanation:
         rule = f"{e} ← " + (" + ".join(terms) if terms else "0")
         kind = block_kind(blk.spec, len(prog.p_avals[p].shape))
         report.blocks.append(BlockReport(pn[p], sn[a], kind, blk.shape, blk.nbytes, rule))
-    for mix in prog.mixing_analysis.mixing:
+    cut = {(c.path, c.operand) for c in prog.cuts}
+    for mix in prog.mixing_found:
         kind = "recurrent" if mix.recurrent else "feed-forward" if mix.reaches_state else "output only"
         report.mixing.append(MixingReport(mix.primitive, mix.source, tuple(sn[key[1]] for key in mix.states),
-                                          kind, mix in prog.cuts))
+                                          kind, (mix.path, mix.operand) in cut))
     for cut in prog.cuts:
         states = tuple(sn[key[1]] for key in cut.states)
         report.dropped.append(DroppedTerm(cut.primitive, cut.source, states))

@@ -124,6 +124,9 @@ class OnlineProgram:
         graph = analyse(self.model_jaxpr, in_deps, mode="mixing").outputs[:len(s)]
         found = analyse(self.model_jaxpr, in_deps, mode="mixing", cut=lambda mix: True)
         flags = _mixing_flags(found, graph)
+        for mix in found.mixing:
+            _set_flags(mix, flags)
+        self.mixing_found = found.mixing     # every mixing equation, for explain()
         self.mixing_analysis = analyse(self.model_jaxpr, in_deps, mode="mixing", cut=self.method.cut,
                                        classify=lambda mix: _set_flags(mix, flags))
         self.cuts = [m for m in self.mixing_analysis.mixing if self.method.cut(m)]
