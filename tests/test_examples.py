@@ -38,6 +38,7 @@ def run_example(*args):
                           env=env, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_shd_example_trains_on_a_tiny_file(tmp_path):
     path = write_tiny_shd(tmp_path / "shd_train.h5")
     result = run_example("--path", str(path), "--max-samples", "8", "--epochs", "1",
