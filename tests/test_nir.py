@@ -57,10 +57,8 @@ def test_forward_matches_hand_written_euler_dynamics():
     np.testing.assert_allclose(ys, np.stack(expected), rtol=1e-12, atol=1e-12)
 
 
-def test_cuba_if_delay_scale_threshold_dynamics():
-    rng = np.random.default_rng(1)
-    k = 4
-    g = nir.NIRGraph(nodes={
+def cuba_if_chain(k=4):
+    return nir.NIRGraph(nodes={
         "input": nir.Input(np.array([k])),
         "scale": nir.Scale(np.array([1.0, 2.0, 0.5, 1.5])),
         "cuba": nir.CubaLIF(tau_syn=np.full(k, 5e-3), tau_mem=np.full(k, 1e-2), r=np.full(k, 2.0),
@@ -71,6 +69,12 @@ def test_cuba_if_delay_scale_threshold_dynamics():
         "output": nir.Output(np.array([k]))},
         edges=[("input", "scale"), ("scale", "cuba"), ("cuba", "delay"), ("delay", "if"),
                ("if", "thr"), ("thr", "output")])
+
+
+def test_cuba_if_delay_scale_threshold_dynamics():
+    rng = np.random.default_rng(1)
+    k = 4
+    g = cuba_if_chain(k)
     model, params, state0 = spnir.load(g, dt=DT)
     xs = rng.uniform(0.0, 4.0, size=(120, k))
     _, ys = _run(model, params, state0, xs)
@@ -184,6 +188,28 @@ def test_online_exact_gradient_equals_bptt_through_conv_pool_flatten_and_delay()
     _check_exact(g, xs, targets, 20, lambda s: s["delay"]["line"])
 
 
+def test_online_exact_gradient_equals_bptt_through_scale_cuba_delay_if_threshold():
+    rng = np.random.default_rng(8)
+    xs = jnp.asarray(rng.uniform(0.0, 4.0, size=(80, 4)))
+    targets = jnp.asarray((rng.uniform(size=(80, 4)) < 0.2).astype(float))
+    _, grads = _check_exact(cuba_if_chain(), xs, targets, 10, lambda s: s["delay"]["line"])
+    assert float(jnp.max(jnp.abs(grads["scale"]["scale"]))) > 0     # the gradient crosses three thresholds
+
+
+def test_two_inputs_and_two_outputs_are_dicts():
+    g = nir.NIRGraph(nodes={
+        "a": nir.Input(np.array([2])), "b": nir.Input(np.array([2])),
+        "li": nir.LI(tau=np.full(2, 1e-2), r=np.ones(2), v_leak=np.zeros(2)),
+        "thr": nir.Threshold(np.full(2, 0.5)),
+        "y_li": nir.Output(np.array([2])), "y_thr": nir.Output(np.array([2]))},
+        edges=[("a", "li"), ("b", "li"), ("li", "y_li"), ("li", "thr"), ("thr", "y_thr")])
+    model, params, state0 = spnir.load(g, dt=DT)
+    x = {"a": np.array([10.0, 0.0]), "b": np.array([60.0, 1.0])}
+    state, y = model(params, state0, x)
+    np.testing.assert_allclose(np.asarray(y["y_li"]), DT / 1e-2 * np.array([70.0, 1.0]), rtol=1e-12)
+    np.testing.assert_array_equal(np.asarray(y["y_thr"]), [1.0, 0.0])
+
+
 def test_avg_pool_and_conv1d_shapes():
     rng = np.random.default_rng(5)
     g = nir.NIRGraph(nodes={
@@ -222,6 +248,23 @@ def test_save_and_reload_give_the_trained_model(tmp_path):
     xs = rng.uniform(0.0, 3.0, size=(30, 3))
     # state0 starts at v_leak, which training changed: both runs start from the reloaded rest state.
     np.testing.assert_array_equal(_run(model2, params2, state2, xs)[1], _run(model, trained, state2, xs)[1])
+
+
+def test_a_pooling_graph_without_shape_inference_round_trips(tmp_path):
+    rng = np.random.default_rng(9)
+    g = nir.NIRGraph(nodes={
+        "input": nir.Input(np.array([1, 4, 4])),
+        "conv": nir.Conv2d(input_shape=(4, 4), weight=rng.normal(size=(2, 1, 3, 3)), stride=1, padding="same",
+                           dilation=1, groups=1, bias=np.zeros(2)),
+        "pool": nir.AvgPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        "output": nir.Output(np.array([2, 2, 2]))},
+        edges=[("input", "conv"), ("conv", "pool"), ("pool", "output")], type_check=False)
+    model, params, state0 = spnir.load(g, dt=DT)
+    trained = jax.tree_util.tree_map(lambda p: p + 0.5, params)
+    spnir.save(g, trained, tmp_path / "conv.nir")
+    model2, params2, state2 = spnir.load(tmp_path / "conv.nir", dt=DT)
+    x = rng.normal(size=(1, 4, 4))
+    np.testing.assert_array_equal(np.asarray(model2(params2, state2, x)[1]), np.asarray(model(trained, state0, x)[1]))
 
 
 def test_clear_errors():

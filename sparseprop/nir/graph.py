@@ -185,7 +185,10 @@ def to_nir(graph, params):
                 raise ValueError(f"params[{name!r}][{f!r}] has shape {new.shape}; the graph's is {old.shape}")
             data[f] = new
         nodes[name] = type(nodes[name]).from_dict(data)
-    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=dict(graph.metadata or {}))
+    # The structure is the caller's graph unchanged; shape inference is not re-run, so graphs
+    # whose convolution or pooling shapes were left open (type_check=False) round-trip too.
+    return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=dict(graph.metadata or {}),
+                        type_check=False)
 
 
 def save(graph, params, path) -> None:
