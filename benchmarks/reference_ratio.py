@@ -20,8 +20,10 @@ def main(argv=None):
     ap.add_argument("size", nargs="*", type=int, help="n m B T (default 256 256 16 1000)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--extra-n", type=int, default=32, help="n for the ALIF and recurrent LIF rows")
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
+    ap.add_argument("--out", default=None, help="CSV folder; default: benchmarks/results (out/bench-quick with --quick)")
     a = ap.parse_args(argv)
+    # A smoke run must not overwrite the committed results.
+    a.out = a.out or (os.path.join(os.path.dirname(HERE), "out", "bench-quick") if a.quick else os.path.join(HERE, "results"))
     n, m, b, t = a.size if len(a.size) == 4 else ((64, 64, 4, 200) if a.quick else (256, 256, 16, 1000))
     res = compare_reference(n, m, b, t, repeats=a.repeats, extra_n=16 if a.quick else a.extra_n,
                                   csv_path=os.path.join(a.out, "reference.csv"))

@@ -47,8 +47,10 @@ def plot_memory(rows: List[dict], path: str, machine: str, inputs: int, batch: i
     rows = [r for r in rows if "temp_bytes" in r and r.get("temp_bytes") not in ("", None)]
     models = list(dict.fromkeys(r["model"] for r in rows))
     widths = sorted({r["n"] for r in rows})
-    fig, axes = plt.subplots(len(models), len(widths), figsize=(max(4.2 * len(widths), 6.0), 3.2 * len(models)),
-                             squeeze=False, sharex=True)
+    # Constrained layout keeps room for the title and the legend row outside the panels, so a
+    # single row of panels is not squashed.
+    fig, axes = plt.subplots(len(models), len(widths), figsize=(max(4.2 * len(widths), 6.0), 3.0 * len(models) + 1.2),
+                             squeeze=False, sharex=True, layout="constrained")
     for i, mo in enumerate(models):
         for j, n in enumerate(widths):
             ax = axes[i][j]
@@ -68,9 +70,8 @@ def plot_memory(rows: List[dict], path: str, machine: str, inputs: int, batch: i
     for ax in axes.flat:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 3), fontsize=8)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 3), fontsize=8)
     fig.suptitle(f"Gradient memory (compiled temp bytes) vs T; m={inputs}, batch={batch}\n{machine}", fontsize=9)
-    fig.tight_layout(rect=(0, 0.09, 1, 0.95))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -86,7 +87,8 @@ def plot_speed(rows: List[dict], path: str, machine: str, inputs: int, batch: in
     """
     plt = _plt()
     models = list(dict.fromkeys(r["model"] for r in rows))
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(models), figsize=(max(4.2 * len(models), 6.0), 4.4), squeeze=False,
+                             layout="constrained")
     for j, mo in enumerate(models):
         ax = axes[0][j]
         for me in dict.fromkeys(r["method"] for r in rows):
@@ -107,9 +109,8 @@ def plot_speed(rows: List[dict], path: str, machine: str, inputs: int, batch: in
     for ax in axes.flat:
         for h, l in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(l, h)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), fontsize=8)
+    fig.legend(list(handles.values()), list(handles), loc="outside lower center", ncol=min(len(handles), 5), fontsize=8)
     fig.suptitle(f"Gradient time per step vs n; m={inputs}, batch={batch}, T={steps}\n{machine}", fontsize=9)
-    fig.tight_layout(rect=(0, 0.08, 1, 0.92))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
