@@ -419,15 +419,13 @@ def cmd_bench(args) -> int:
 
     The exit code.
     """
-    try:
-        from . import bench
-    except ImportError as e:
-        print(f"sparseprop.bench is not available ({e}); install the bench extra: "
-              f"pip install 'sparseprop[bench]'", file=sys.stderr)
-        return 2
-    needed = {"memory": "memory_sweep", "speed": "speed_sweep"}[args.kind]
-    if not hasattr(bench, needed):
-        print(f"this version of sparseprop.bench has no {needed}(); run the scripts in benchmarks/ instead",
+    from . import bench   # light: matplotlib and tqdm are imported only when used
+
+    missing = bench.missing_extras()
+    if missing:
+        # Check before the sweep, which would otherwise run for minutes and then fail at the figure.
+        print(f"sparseprop bench needs {' and '.join(missing)} (the bench extra): "
+              f"pip install -e \".[bench]\"  (from a checkout), or pip install {' '.join(missing)}",
               file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
