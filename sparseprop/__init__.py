@@ -9,3 +9,12 @@ from .tracer.methods import METHODS, Method
 __all__ = ["online_grad", "bptt_grad", "spike", "OnlineLearner", "Carry", "StepOutput", "RunTotal",
            "TracerError", "feedback_matmul", "Method", "METHODS", "neurons", "surrogates", "adali", "spike_time", "data"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name):
+    # optional parts whose dependencies are extras: imported on first use
+    if name in ("nir", "plotting"):
+        import importlib
+        return importlib.import_module(f".{name}", __name__)
+    raise AttributeError(f"module 'sparseprop' has no attribute {name!r}")
+
