@@ -173,6 +173,10 @@ class OnlineLearner:
         **Returns:**
 
         A `Carry` whose state and traces have a leading batch axis.
+
+        **Raises:**
+
+        `ValueError` for a `batch_size` below 1; as `program` when `x` is given.
         """
         if batch_size is not None:
             B = int(batch_size)
@@ -288,6 +292,12 @@ class OnlineLearner:
         if carry.traces is None:
             raise ValueError("carry has no traces yet: call init(params, state0, x) or take a step first")
         prog = self._any_program(params, carry)
+        names = [f"d{prog.state_names[b.state]}/d{prog.param_names[b.param]}" for b in prog.blocks]
+        try:
+            check_traces(carry.traces, prog.blocks, names, prog.layout_tag)
+        except ValueError as e:
+            raise ValueError(f"{e} For a batched carry (init_batch), vmap it: "
+                             f"jax.vmap(learner.apply_signal, in_axes=(None, 0, 0)).") from None
         signals = match_state_signal(state_signal, carry.state)
         grads = prog.contract([signals[i] for i in prog.diff_states], tuple(carry.traces))
         return jax.tree_util.tree_unflatten(prog.p_def, grads)

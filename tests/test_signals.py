@@ -133,3 +133,16 @@ def test_signal_fn_of_this_steps_output_runs_the_step_once(jit):
         c2, out2 = step(case.params, c2, x, t)
         assert max_relative_error(out2.grads, out.grads) <= 1e-12
     assert len(calls) == (1 if jit else len(xs))      # one trace of the signal per step, not two
+
+
+def test_apply_signal_on_a_batch_is_vmapped():
+    net, params, state0, xs = _catalogue_alif()
+    learner = sp.online_grad(net, None)
+    carry = learner.init_batch(params, state0, xs[0], batch_size=3)
+    step = jax.vmap(learner.signal_step, in_axes=(None, 0, 0, None))
+    carry, _ = step(params, carry, jnp.stack([xs[0], xs[1], xs[2]]), jnp.ones(6))
+    signal = {"v": jnp.ones((3, 6)), "a": None}
+    with pytest.raises(ValueError, match=r"vmap it"):
+        learner.apply_signal(params, carry, signal)
+    per_example = jax.vmap(learner.apply_signal, in_axes=(None, 0, 0))(params, carry, signal)
+    assert per_example["w_in"].shape == (3,) + params["w_in"].shape
