@@ -121,8 +121,10 @@ class OnlineLearner:
             check_real(params, state)
             check_model_output(self.model, params, state, x)
             prog = OnlineProgram(self.model, self.method, params, state, x)
-            prog.layout_tag = (self.method.name, repr([(b.state, b.param, b.spec, tuple(b.shape), b.factorised)
-                                                       for b in prog.blocks]))
+            # what a carry's traces mean: the method and each block's layout (static pytree data)
+            prog.layout_tag = (self.method.name, repr([
+                (b.state, b.param, getattr(b, "spec", None), tuple(b.shape), getattr(b, "factorised", None))
+                for b in prog.blocks]))
             self._programs[key] = prog
         return prog
 
