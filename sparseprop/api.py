@@ -361,8 +361,9 @@ class OnlineLearner:
             names = [f"d{prog.state_names[b.state]}/d{prog.param_names[b.param]}" for b in prog.blocks]
             check_traces(traces, prog.blocks, names, prog.layout_tag, batch_shape)
         if self.check_finite:
-            check_finite([("the input x", x), ("params", params), ("the carried state", carry.state),
-                          ("the carried traces", tuple(traces))], "entering the step", index)
+            # the carried traces are not checked again: the step that made them did
+            check_finite([("the input x", x), ("params", params), ("the carried state", carry.state)],
+                         "entering the step", index)
         p = jax.tree_util.tree_leaves(params)
         s = jax.tree_util.tree_leaves(carry.state)
         xs = jax.tree_util.tree_leaves(x)
@@ -532,8 +533,8 @@ def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exa
     - `loss_fn`: `loss_fn(y, target) -> scalar`; the sequence loss is the sum over steps.
       May be None for three-factor learning with external signals.
     - `method`: `"exact"`, `"eprop"` or `"snap1"`, or a `sparseprop.Method`.
-    - `check_finite`: check at every step that the input, target, parameters, carried state
-      and traces, and what the step produces (state, traces, loss, output, gradient) are
+    - `check_finite`: check at every step that the input, target, parameters and carried
+      state, and what the step produces (state, traces, loss, output, gradient) are
       finite, with `jax.experimental.checkify`: a NaN or inf raises at the step it enters,
       naming the quantity (and the step index within `run`). Eager calls raise at once; a
       jitted step must be checkified: `err, (carry, out) = jax.jit(checkify.checkify(
