@@ -207,3 +207,11 @@ def test_check_finite_catches_a_nan_made_inside_the_step():
     learner = sp.online_grad(model, mse, check_finite=True)
     with pytest.raises(Exception, match=r"the loss has a NaN or inf after the step"):
         learner.step(params, learner.init(params, jnp.zeros(2)), jnp.ones(2), jnp.zeros(2))
+
+
+def test_check_finite_names_a_bad_learning_signal():
+    case, xs, _ = _nan_stream()
+    learner = sp.online_grad(case.model, None, check_finite=True)
+    carry = learner.init(case.params, case.state0, xs[0])
+    with pytest.raises(Exception, match=r"the output signal has a NaN or inf"):
+        learner.signal_step(case.params, carry, xs[0], lambda y: y * jnp.nan)
