@@ -205,8 +205,9 @@ def test_catalogue_init_state_with_a_batch():
     for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(batch)):
         assert b.shape == (6,) + a.shape
         np.testing.assert_array_equal(b, jnp.broadcast_to(a, b.shape))
-    params = net.init_params(jax.random.PRNGKey(0), sizes)
-    learner = sp.online_grad(net, mse)
-    carry = learner.init_batch(params, batch, jnp.ones((6, 3)))
+    small = neurons.Sequential((neurons.LIF(), neurons.LeakyIntegrator()))
+    params = small.init_params(jax.random.PRNGKey(0), (3, 5, 2))
+    learner = sp.online_grad(small, mse)
+    carry = learner.init_batch(params, small.init_state((3, 5, 2), batch=6), jnp.ones((6, 3)))
     carry, out = learner.step_batch(params, carry, jnp.ones((6, 3)), jnp.zeros((6, 2)))
     assert out.output.shape == (6, 2)
