@@ -173,6 +173,9 @@ def explain(prog: OnlineProgram) -> Explanation:
     for a, p in prog.truncated:
         report.dropped.append(DroppedTerm("multi-step coupling", f"trace d{sn[a]}/d{pn[p]} kept at its one-step "
                                           f"pattern", (sn[a],)))
+    if prog.pruned:
+        report.notes.append("not carried (no learning signal of the loss reaches them; a learner without a "
+                            "loss keeps them): " + ", ".join(f"d{sn[a]}/d{pn[p]}" for a, p in prog.pruned))
     for note in prog.jacobian_analysis.notes + prog.mixing_analysis.notes:
         report.notes.append(f"{note.primitive} at {note.source}: {note.what}")
     return report

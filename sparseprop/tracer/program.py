@@ -77,7 +77,7 @@ class Projection:
 class OnlineProgram:
     """The compiled structure of one model at one set of shapes (built once, then jitted)."""
 
-    def __init__(self, model, method: Method, params, state, x):
+    def __init__(self, model, method: Method, params, state, x, keep_all_traces: bool = False):
         self.model, self.method = model, method
         p_named, self.p_def = jax.tree_util.tree_flatten_with_path(params)
         s_named, self.s_def = jax.tree_util.tree_flatten_with_path(state)
@@ -99,6 +99,7 @@ class OnlineProgram:
                 break
             self.projections = [pr for pr in self.projections if pr.key not in rejected]
         self._plan_output(p, s, xs)
+        self._prune(keep_all_traces)
 
     # ---------------------------------------------------------------- tracing
     def call_model(self, p_leaves, s_leaves, x_leaves):
@@ -129,6 +130,11 @@ class OnlineProgram:
         self.mixing_found = found.mixing     # every mixing equation, for explain()
         self.mixing_analysis = analyse(self.model_jaxpr, in_deps, mode="mixing", cut=self.method.cut,
                                        classify=lambda mix: _set_flags(mix, flags))
+        # previous state leaves the output depends on, through the step the learning signal takes
+        outputs = (self.mixing_analysis.outputs if self.method.cut_output
+                   else analyse(self.model_jaxpr, in_deps, mode="mixing").outputs)[len(s):]
+        self.output_reads_previous = {key[1] for d in outputs for key in d
+                                      if isinstance(key, tuple) and key[0] == "state"}
         self.cuts = [m for m in self.mixing_analysis.mixing if self.method.cut(m)]
 
     def _evaluate_cut(self, p, s, xs, forward_differentiable):
@@ -323,8 +329,8 @@ class OnlineProgram:
         return rejected
 
     def _probe_plan(self, reverse):
-        """Forward probes for every input that a new state outside `reverse` depends on."""
-        S = [a for a in self.diff_states if a not in reverse]
+        """Forward probes for every input that a new state with traces, outside `reverse`, depends on."""
+        S = [a for a in self._traced_states() if a not in reverse]
         inputs = sorted({key for a in S for key in self.jmap[a]}, key=str)
         plan, offset = [], 0   # (key, compressed axes, offset, count)
         for key in inputs:
@@ -335,13 +341,16 @@ class OnlineProgram:
             offset += count
         return plan, offset
 
+    def _traced_states(self):
+        return sorted({b.state for b in self.blocks})
+
     def _plan_probes(self):
         """Choose how each Jacobian block is measured: forward probes (one per enumerated
         input index, compressed along proved diagonals) or, for new-state leaves with a
         dense block, reverse rows (one per entry of that leaf: cheap for a small readout
         fed by a wide layer)."""
         size = {a: int(np.prod(self.s_avals[a].shape, dtype=np.int64)) for a in self.diff_states}
-        dense = [a for a in self.diff_states
+        dense = [a for a in self._traced_states()
                  if any(m and all(x is None for x in m) for m in self.jmap[a].values())]
         self.reverse_states = []
         best = self._probe_plan(())[1]
@@ -462,12 +471,13 @@ class OnlineProgram:
             new_s, _, us = run({})
         us = dict(zip(captured_keys, us))
         blocks: Dict[Tuple[int, Hashable], jac.StructJac] = {}
+        traced = set(self._traced_states())
         for key, comp, offset, count in self.probe_plan:
             in_shape = self._input_shape(key)
             enum = enumerated_shape(in_shape, comp)
             for pos, a in enumerate(S):
                 m = self.jmap[a].get(key)
-                if m is None:
+                if m is None or a not in traced:    # probes are compressed for traced states only
                     continue
                 t = tangents[pos][offset: offset + count]
                 t = t.reshape(enum + tuple(self.s_avals[a].shape))
@@ -736,6 +746,55 @@ class OnlineProgram:
             return
         self.state_out_position = {v: i for i, v in enumerate(state_out)}
         self.output_via_state = True
+        needed = {v for v in jx.outvars[n_s:] if isinstance(v, jcore.Var)}
+        for eqn in reversed(jx.eqns):
+            if any(v in needed for v in eqn.outvars):
+                needed |= {v for v in eqn.invars if isinstance(v, jcore.Var)}
+        self.output_reads_new = {i for i, v in enumerate(state_out) if v in needed}
+
+    def _needed_blocks(self, signalled):
+        """Blocks the learning signal meets (states in `signalled`) and those their updates read."""
+        need = {key for key in self.block_index if key[0] in signalled}
+        stack = list(need)
+        while stack:
+            a, pj = stack.pop()
+            blk = self.blocks[self.block_index[(a, pj)]]
+            reads = [key[1] for key in self.jmap[a] if key[0] == "state"]
+            if blk.via is not None:
+                reads.append(self._projection(blk.via).source)
+            for b in reads:
+                if (b, pj) in self.block_index and (b, pj) not in need:
+                    need.add((b, pj))
+                    stack.append((b, pj))
+        return need
+
+    def _prune(self, keep_all: bool):
+        """Carry only the trace blocks a loss can need, in the cheaper of the two learning-signal forms.
+
+        With λ_t = ∂l_t/∂s_{t-1}, the signal meets the blocks of the previous state leaves the
+        output depends on; with the new-state form, those of the new state leaves it reads.
+        Blocks that neither the signal nor the update of a needed block reads are dropped
+        (e.g. the spikes' trace of a LIF whose output reads the potential's previous value
+        only). `keep_all` (a learner without a loss: external signals may meet any leaf)
+        keeps every block.
+        """
+        self.pruned: List[Tuple[int, int]] = []
+        if keep_all:
+            return
+        need = self._needed_blocks(self.output_reads_previous)
+        if self.output_via_state:
+            need_new = self._needed_blocks(self.output_reads_new)
+            size = lambda keys: sum(self.blocks[self.block_index[k]].nbytes for k in keys)   # noqa: E731
+            if size(need) < size(need_new):
+                self.output_via_state = False     # the previous-state form carries less
+            else:
+                need = need_new
+        self.pruned = sorted(k for k in self.block_index if k not in need)
+        if not self.pruned:
+            return
+        self.blocks = [b for b in self.blocks if (b.state, b.param) in need]
+        self.block_index = {(b.state, b.param): i for i, b in enumerate(self.blocks)}
+        self._plan_probes()
 
     def output_from_new_state(self, p, s_new, s_prev, xs):
         """The model's output with its new-state values taken from `s_new` (see `_plan_output`)."""
