@@ -107,6 +107,8 @@ def explain(prog: OnlineProgram) -> Explanation:
                     terms.append(f"ψ[{sn[a]}] ⊗ u  (u: the other operand of {pn[p]} at {syn.source})")
         rule = f"{e} ← " + (" + ".join(terms) if terms else "0")
         kind = block_kind(blk.spec, len(prog.p_avals[p].shape))
+        if getattr(blk, "window", None) is not None:
+            kind = "factorised convolution (filtered input ū; kernel gradient by one correlation)"
         report.blocks.append(BlockReport(pn[p], sn[a], kind, blk.shape, blk.nbytes, rule))
     for cut in prog.cuts:
         states = tuple(sn[key[1]] for key in cut.states)
