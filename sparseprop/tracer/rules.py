@@ -55,6 +55,12 @@ def elementwise_rule(eqn, in_deps):
     (nd,) = _out_ndims(eqn)
     # Rank-0 operands are broadcast: their maps are all-free already (no axis to match).
     parts = [d if len(v.aval.shape) in (0, nd) else free_all(d) for d, v in zip(in_deps, eqn.invars)]
+    # lax broadcasts size-1 axes of equal-rank operands: such an axis is summed in the
+    # gradient (a (C, 1, 1) leak against (C, H, W)), not matched
+    out_shape = eqn.outvars[0].aval.shape
+    parts = [remap_axes(d, {i: i for i, n in enumerate(v.aval.shape) if n == out_shape[i]})
+             if len(v.aval.shape) == nd and tuple(v.aval.shape) != tuple(out_shape) else d
+             for d, v in zip(parts, eqn.invars)]
     return [merge_deps(*parts)]
 
 
@@ -74,7 +80,34 @@ def reshape_rule(eqn, in_deps):
     b = [j for j, s in enumerate(out_shape) if s != 1]
     if eqn.params.get("dimensions") is None and [in_shape[i] for i in a] == [out_shape[j] for j in b]:
         return [remap_axes(in_deps[0], dict(zip(a, b)))]
+    if eqn.params.get("dimensions") is None:
+        # Split or merged axes (pooling by reshape: (C, H, W) -> (C, H/2, 2, W/2, 2)): an axis
+        # that is alone in its group of equal products keeps its match; the group's others mix.
+        return [remap_axes(in_deps[0], _reshape_unchanged_axes(in_shape, out_shape))]
     return [free_all(in_deps[0])]
+
+
+def _reshape_unchanged_axes(in_shape, out_shape):
+    """{input axis: output axis} for axes a row-major reshape leaves intact."""
+    a = [i for i, s in enumerate(in_shape) if s != 1]
+    b = [j for j, s in enumerate(out_shape) if s != 1]
+    axis_to, i, j = {}, 0, 0
+    while i < len(a) and j < len(b):
+        gi, gj = [a[i]], [b[j]]
+        pi, pj = in_shape[a[i]], out_shape[b[j]]
+        while pi != pj:
+            if pi < pj:
+                i += 1
+                gi.append(a[i])
+                pi *= in_shape[a[i]]
+            else:
+                j += 1
+                gj.append(b[j])
+                pj *= out_shape[b[j]]
+        if len(gi) == 1 and len(gj) == 1:
+            axis_to[gi[0]] = gj[0]
+        i, j = i + 1, j + 1
+    return axis_to
 
 
 def squeeze_rule(eqn, in_deps):
