@@ -17,7 +17,7 @@ from models import with_output_copy
 from reference import bptt, cosine, max_relative_error, mse
 
 sg = lax.stop_gradient
-T = 14
+T = 10
 
 
 def conv(x, K, stride=(1, 1), padding="SAME", dn=None, **kw):
