@@ -182,8 +182,12 @@ def time_side_by_side(fns, args, steps, repeats):
 
 
 def rel_error(g, ref):
+    """max over the compared leaves of max|g - ref| / max|ref| (a leaf BPTT gives zero: absolute)."""
     keys = [k for k in g if k in ref]
-    return max(float(jnp.max(jnp.abs(g[k] - ref[k])) / jnp.max(jnp.abs(ref[k]))) for k in keys)
+    return max(float(jnp.max(jnp.abs(g[k] - ref[k])) / (float(jnp.max(jnp.abs(ref[k]))) or 1.0)) for k in keys)
+
+
+SHARED = ("bptt_shared", "online_factorised", "braintrace_drtrl")   # the shared-leak conv LIF
 
 
 def trace_mib(learner, params, states0, xs):
@@ -243,7 +247,7 @@ def main(argv=None):
             fns.pop("braintrace_drtrl")
             ms, results = time_side_by_side(fns, (params, states0, xs, targets), t_min, a.repeats)
         for method, f in fns.items():
-            ref = results["bptt_shared" if method in ("online_factorised", "braintrace_drtrl") else "bptt"]
+            ref = results["bptt_shared" if method in SHARED else "bptt"]
             for T in a.steps:
                 p, s, x, t = problem(name, a.size, a.batch, T)
                 row = {"problem": name, "method": method, "T": T, "size": a.size, "batch": a.batch,
@@ -274,8 +278,7 @@ def markdown(rows, machine):
     for (prob, method) in dict.fromkeys((r["problem"], r["method"]) for r in rows):
         rs = {r["T"]: r for r in rows if r["problem"] == prob and r["method"] == method}
         base = next(r for r in rows if r["problem"] == prob and r["T"] == steps[0]
-                    and r["method"] == ("bptt_shared" if method in ("online_factorised", "braintrace_drtrl")
-                                        else "bptt"))
+                    and r["method"] == ("bptt_shared" if method in SHARED else "bptt"))
         first = rs[steps[0]]
         ratio = first["ms_per_step"] / base["ms_per_step"]
         lines.append(f"| {prob} | {method} | " + " | ".join(f"{rs[T]['temp_MiB']:.1f}" for T in steps)

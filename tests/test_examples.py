@@ -1,4 +1,5 @@
-"""The examples that can run in a test: examples/shd.py on a tiny generated SHD file.
+"""The examples that can run in a test: examples/shd.py on a tiny generated SHD file,
+examples/conv_digits.py with --quick.
 
 digits_online.py and streaming.py take tens of seconds and are run by hand (they write
 the PNGs in docs/img); they are not run here.
@@ -12,6 +13,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHD_EXAMPLE = os.path.join(ROOT, "examples", "shd.py")
+CONV_DIGITS_EXAMPLE = os.path.join(ROOT, "examples", "conv_digits.py")
 
 
 def write_tiny_shd(path, n_samples=10, seed=0):
@@ -53,3 +55,13 @@ def test_shd_example_missing_file_exits_2_with_the_message(tmp_path):
     assert "zenkelab.org/datasets" in result.stderr and "shd_test.h5" in result.stderr
     assert "spikes/times" in result.stderr and "labels" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_conv_digits_example_quick(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, CONV_DIGITS_EXAMPLE, "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test accuracy" in result.stdout and "trace memory" in result.stdout
+    assert "factorised convolution" in result.stdout
+    assert (tmp_path / "conv_digits_events.png").exists() and (tmp_path / "conv_digits_kernels.png").exists()
