@@ -28,11 +28,27 @@ class DroppedTerm:
 
 
 @dataclass
+class MixingReport:
+    """An operation that mixes neurons of the previous state, and what the method does with it.
+
+    `kind` is "recurrent" (on a cycle of the step's state graph: e-prop cuts it),
+    "feed-forward" (reaches another population's new state: e-prop keeps it) or
+    "output only" (reaches no new state: never cut); `cut` says whether this method cuts it.
+    """
+    primitive: str
+    source: str
+    states: Tuple[str, ...]
+    kind: str
+    cut: bool
+
+
+@dataclass
 class Explanation:
     method: str
     exact: bool
     blocks: List[BlockReport] = field(default_factory=list)
     dropped: List[DroppedTerm] = field(default_factory=list)
+    mixing: List[MixingReport] = field(default_factory=list)
     notes: List[str] = field(default_factory=list)
 
     @property
@@ -51,6 +67,11 @@ class Explanation:
                 lines.append(f"  parameter {param}")
             lines.append(f"    d{b.state}/d{b.param}: {b.kind}, shape {b.shape}, {_bytes(b.nbytes)}")
             lines.append(f"      {b.rule}")
+        if self.mixing:
+            lines.append("  operations mixing neurons of the previous state:")
+            for m in self.mixing:
+                verdict = f"cut by {self.method!r}" if m.cut else "kept"
+                lines.append(f"    {m.primitive} at {m.source}  [{', '.join(m.states)}]: {m.kind} ({verdict})")
         if self.dropped:
             lines.append(f"  dropped by {self.method!r} (paths from the previous state through these operations):")
             for d in self.dropped:
@@ -110,6 +131,10 @@ def explain(prog: OnlineProgram) -> Explanation:
         if getattr(blk, "window", None) is not None:
             kind = "factorised convolution (filtered input ū; kernel gradient by one correlation)"
         report.blocks.append(BlockReport(pn[p], sn[a], kind, blk.shape, blk.nbytes, rule))
+    for mix in prog.mixing_analysis.mixing:
+        kind = "recurrent" if mix.recurrent else "feed-forward" if mix.reaches_state else "output only"
+        report.mixing.append(MixingReport(mix.primitive, mix.source, tuple(sn[key[1]] for key in mix.states),
+                                          kind, mix in prog.cuts))
     for cut in prog.cuts:
         states = tuple(sn[key[1]] for key in cut.states)
         report.dropped.append(DroppedTerm(cut.primitive, cut.source, states))

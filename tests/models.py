@@ -23,7 +23,8 @@ class Case(NamedTuple):
     n_in: int
     n_out: int
     spikes: Optional[Callable]   # state -> the spikes it implies (None: not a spiking model)
-    cut_model: Optional[Callable] = None   # BPTT twin of method="eprop"; None: eprop == exact
+    ostl_model: Optional[Callable] = None   # BPTT twin of method="ostl"; None: ostl == exact
+    eprop_model: Optional[Callable] = None  # BPTT twin of method="eprop"; None: eprop == exact
 
 
 def _keys(seed, k):
@@ -47,6 +48,17 @@ def with_output_copy(cut_step, step):
         _, y = step(params, state, x)
         return new_state, y
     return model
+
+
+def twins(step, recurrent=True):
+    """(ostl twin, eprop twin) of a model whose `step(p, s, x, cut)` wraps its mixing operands in `cut`.
+
+    ostl cuts every mixing path into the new state from the traces only (output from the true
+    step). eprop cuts the recurrent ones in the whole step; with `recurrent=False` every
+    wrapped operand is feed-forward, nothing is cut and eprop is exact (twin None).
+    """
+    cut_step = lambda p, s, x: step(p, s, x, sg)
+    return with_output_copy(cut_step, step), (cut_step if recurrent else None)
 
 
 # ----------------------------------------------------------------- per-neuron models
@@ -149,7 +161,7 @@ def leaky_readout(n=6, m=4, o=3, seed=5):
     params = {"w": jax.random.normal(k[0], (n, m)) * 2.0, "w_out": jax.random.normal(k[1], (o, n)),
               "kappa": jnp.linspace(0.7, 0.9, o), "b_out": jnp.zeros(o)}
     return Case("leaky_readout", step, params, (jnp.zeros(n), jnp.zeros(n), jnp.zeros(o)), m, o, lambda s: s[1],
-                with_output_copy(lambda p, s, x: step(p, s, x, sg), step))
+                *twins(step, recurrent=False))
 
 
 def fgi_lif(n=7, m=3, o=2, seed=6):
@@ -212,7 +224,7 @@ def recurrent_lif(n=6, m=4, o=2, seed=10):
     params = {"w": jax.random.normal(k[0], (n, m)) * 1.5, "v_rec": jax.random.normal(k[1], (n, n)) * 0.5,
               "w_out": jax.random.normal(k[2], (o, n))}
     return Case("recurrent_lif", step, params, (jnp.zeros(n), jnp.zeros(n)), m, o, lambda s: s[1],
-                with_output_copy(lambda p, s, x: step(p, s, x, sg), step))
+                *twins(step))
 
 
 def recurrent_alif(n=6, m=3, o=2, seed=11):
@@ -229,7 +241,7 @@ def recurrent_alif(n=6, m=3, o=2, seed=11):
     params = {"alpha": jnp.linspace(0.8, 0.95, n), "w": jax.random.normal(k[0], (n, m)) * 2.0,
               "v_rec": jax.random.normal(k[1], (n, n)) * 0.4, "w_out": jax.random.normal(k[2], (o, n))}
     return Case("recurrent_alif", step, params, (jnp.zeros(n),) * 3, m, o, lambda s: s[2],
-                with_output_copy(lambda p, s, x: step(p, s, x, sg), step))
+                *twins(step))
 
 
 def global_inhibition(n=7, m=4, o=2, seed=12):
@@ -245,7 +257,7 @@ def global_inhibition(n=7, m=4, o=2, seed=12):
     params = {"w": jax.random.normal(k[0], (n, m)) * 2.0, "g": jnp.array(0.5),
               "w_out": jax.random.normal(k[1], (o, n))}
     return Case("global_inhibition", step, params, (jnp.zeros(n), jnp.zeros(n)), m, o, lambda s: s[1],
-                with_output_copy(lambda p, s, x: step(p, s, x, sg), step))
+                *twins(step))
 
 
 def softmax_normalised(n=5, m=3, o=2, seed=13):
@@ -261,7 +273,7 @@ def softmax_normalised(n=5, m=3, o=2, seed=13):
     params = {"decay": jnp.linspace(0.5, 0.9, n), "w": jax.random.normal(k[0], (n, m)),
               "w_out": jax.random.normal(k[1], (o, n))}
     return Case("softmax_normalised", step, params, jnp.zeros(n), m, o, None,
-                with_output_copy(lambda p, s, x: step(p, s, x, sg), step))
+                *twins(step))
 
 
 def two_layer(n1=6, n2=4, m=3, o=2, seed=14):
@@ -278,7 +290,7 @@ def two_layer(n1=6, n2=4, m=3, o=2, seed=14):
     params = {"w1": jax.random.normal(k[0], (n1, m)) * 2.0, "w2": jax.random.normal(k[1], (n2, n1)) * 1.5,
               "w_out": jax.random.normal(k[2], (o, n2))}
     return Case("two_layer", step, params, (jnp.zeros(n1), jnp.zeros(n1), jnp.zeros(n2), jnp.zeros(n2)),
-                m, o, lambda s: jnp.concatenate([s[1], s[3]]), with_output_copy(lambda p, s, x: step(p, s, x, sg), step))
+                m, o, lambda s: jnp.concatenate([s[1], s[3]]), *twins(step, recurrent=False))
 
 
 def gru(n=5, m=3, o=2, seed=15):
@@ -295,7 +307,7 @@ def gru(n=5, m=3, o=2, seed=15):
     params = {name: jax.random.normal(kk, shp) for kk, (name, shp) in zip(k, shapes.items())}
     params["wo"] = jax.random.normal(jax.random.PRNGKey(seed + 100), (o, n))
     return Case("gru", step, params, jnp.zeros(n), m, o, None,
-                with_output_copy(lambda p, s, x: step(p, s, x, sg), step))
+                *twins(step))
 
 
 def lstm(n=4, m=3, o=2, seed=16):
@@ -312,7 +324,7 @@ def lstm(n=4, m=3, o=2, seed=16):
     params = {"wx": jax.random.normal(k[0], (4 * n, m)), "wh": jax.random.normal(k[1], (4 * n, n)) * 0.5,
               "b": jnp.zeros(4 * n), "wo": jax.random.normal(k[2], (o, n))}
     return Case("lstm", step, params, (jnp.zeros(n), jnp.zeros(n)), m, o, None,
-                with_output_copy(lambda p, s, x: step(p, s, x, sg), step))
+                *twins(step))
 
 
 MIXING = [leaky_readout, recurrent_lif, recurrent_alif, global_inhibition, softmax_normalised, two_layer, gru, lstm]

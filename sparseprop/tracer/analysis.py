@@ -49,12 +49,20 @@ class Synapse:
 
 @dataclass
 class Mixing:
-    """An equation that mixes neurons (the leading axis) of the previous state through `operand`."""
+    """An equation that mixes neurons (the leading axis) of the previous state through `operand`.
+
+    `recurrent`: it lies on a cycle of the step's state graph (the new state of a population
+    depends through it on that population's previous state); `reaches_state`: its result
+    reaches some new state leaf (False for a readout that only feeds the output). Both are
+    set by the caller of `analyse` through `classify`.
+    """
     path: Path
     primitive: str
     operand: int
     states: Tuple[Hashable, ...]
     source: str
+    recurrent: bool = True
+    reaches_state: bool = True
 
 
 @dataclass
@@ -75,9 +83,10 @@ class Analysis:
 
 
 class _Walker:
-    def __init__(self, mode: str, cut=lambda mixing: False):
+    def __init__(self, mode: str, cut=lambda mixing: False, classify=lambda mixing: None):
         self.mode = mode
         self.cut = cut
+        self.classify = classify
         self.call_site = None
         self.derivative_jaxprs: Dict = {}
         self.result = Analysis(outputs=[])
@@ -167,22 +176,32 @@ class _Walker:
         if name not in RULES and name not in CUSTOM_DERIVATIVE and name not in LOOPS_AND_BRANCHES:
             self.result.notes.append(Note(here, name, self.source(eqn),
                                           "no structural rule: treated as mixing every entry"))
-        if self.mode == "mixing":
-            ins = list(ins)
-            for k, d in enumerate(ins):
-                if not d:
-                    continue
-                alone = [d if j == k else {} for j in range(len(ins))]
-                lost = lost_matches(d, merge_deps(*self._rule_or_body(eqn, alone, here)))
-                # only the neuron axis counts: mixing compartments or delay taps of one
-                # neuron (the other axes of a state leaf) stays within the neuron
-                lost = {key: axes for key, axes in lost.items() if NEURON_AXIS in axes}
-                if lost:
-                    mix = Mixing(here, name, k, tuple(sorted(lost, key=str)), self.source(eqn))
-                    self.result.mixing.append(mix)
-                    if self.cut(mix):
-                        ins[k] = {}     # what follows sees the model with this operand cut
-        return self._rule_or_body(eqn, ins, here)
+        if self.mode != "mixing":
+            return self._rule_or_body(eqn, ins, here)
+        ins = list(ins)
+        mixes = False
+        for k, d in enumerate(ins):
+            if not d:
+                continue
+            alone = [d if j == k else {} for j in range(len(ins))]
+            lost = lost_matches(d, merge_deps(*self._rule_or_body(eqn, alone, here)))
+            # only the neuron axis counts: mixing compartments or delay taps of one
+            # neuron (the other axes of a state leaf) stays within the neuron
+            lost = {key: axes for key, axes in lost.items() if NEURON_AXIS in axes}
+            if lost:
+                mixes = True
+                mix = Mixing(here, name, k, tuple(sorted(lost, key=str)), self.source(eqn))
+                self.classify(mix)
+                self.result.mixing.append(mix)
+                if self.cut(mix):
+                    # what follows sees the model with this operand cut (tags of earlier
+                    # mixing results pass on: they record reachability, not derivatives)
+                    ins[k] = {key: m for key, m in d.items() if isinstance(key, MixTag)}
+        outs = self._rule_or_body(eqn, ins, here)
+        if mixes:
+            # tag the result, so the outputs it reaches can be read off the final dependencies
+            outs = [{**d, MixTag(here): ()} for d in outs]
+        return outs
 
     def _synapse(self, eqn, ins, here, raw) -> bool:
         if eqn.primitive.name == convolution.PRIMITIVE:
@@ -214,6 +233,12 @@ class _Walker:
 
 LOOPS_AND_BRANCHES = {"cond", "scan", "while"}
 SYNAPSE_PRIMITIVES = {"dot_general", convolution.PRIMITIVE}
+
+
+@dataclass(frozen=True)
+class MixTag:
+    """A tracked pseudo-input standing for the result of the mixing equation at `path`."""
+    path: Path
 
 
 def _loop_fixed_point(body, carry: List[Deps], run) -> List[Deps]:
@@ -286,7 +311,7 @@ def _derivative_jaxpr(eqn):
 
 
 def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
-            cut=lambda mixing: False) -> Analysis:
+            cut=lambda mixing: False, classify=lambda mixing: None) -> Analysis:
     """Walk `jaxpr` (open) with `in_deps` for its invars.
 
     **Arguments:**
@@ -297,15 +322,18 @@ def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
     - `raw`: invars that are raw parameter tangents, `{var: (param key, identity perm)}`.
     - `cut`: in mixing mode, whether a method cuts a found `Mixing` (the walk then goes
       on as if that operand carried no gradient, so later mixing is judged on the cut model).
+    - `classify`: in mixing mode, called on each found `Mixing` before `cut` (to set its
+      `recurrent` / `reaches_state` flags). The output dependencies then also carry a
+      `MixTag(path)` key for every mixing equation whose result reaches that output.
 
     **Returns:**
 
     An `Analysis` with the output dependencies and what was recorded.
     """
-    walker = _Walker(mode, cut)
+    walker = _Walker(mode, cut, classify)
     walker.result.outputs = walker.walk(jaxpr, list(in_deps), (), dict(raw or {}))
     walker.result.uniform = walker.last_uniform
     return walker.result
 
 
-__all__ = ["analyse", "Analysis", "Synapse", "Mixing", "Note"]
+__all__ = ["analyse", "Analysis", "Synapse", "Mixing", "MixTag", "Note"]

@@ -28,6 +28,12 @@ def live_part(closed: jcore.ClosedJaxpr):
     return jaxpr, closed.consts, used
 
 
+def live_program(closed: jcore.ClosedJaxpr) -> jcore.ClosedJaxpr:
+    """`closed` without the equations that no output needs; every input is kept."""
+    jaxpr, _ = pe.dce_jaxpr(closed.jaxpr, [True] * len(closed.jaxpr.outvars), instantiate=True)
+    return jcore.ClosedJaxpr(jaxpr, closed.consts)
+
+
 def equation_at(jaxpr, path):
     """The equation at `path` (indices through nested calls)."""
     eqn = None

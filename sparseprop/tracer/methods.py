@@ -1,13 +1,15 @@
 """Online methods: which paths of the step a method keeps exactly and which it cuts.
 
-A method is a small object with a name and a `cut` predicate that decides, for each
-equation that mixes neurons of the previous state (found by the structural pass),
-whether its state-carrying operand gets a stop_gradient in the trace recursion. The
-loss and its local gradient are always taken from the unmodified step. Hence every
-method equals BPTT of an explicitly modified model, which the tests check.
-A method may instead (or also) restrict the traces to the entries a parameter reaches
-within one step (`one_step_pattern`, SnAp-1), which is checked against a masked
-dense-RTRL oracle. Adding an approximation means adding one such object to `METHODS`.
+A method is a small object with a name, a `cut` predicate that decides, for each
+equation that mixes neurons of the previous state (found by the structural pass and
+classified as *recurrent* — on a cycle of the step's state graph — or *feed-forward*),
+whether its state-carrying operand gets a stop_gradient, and `cut_output`: whether that
+cut also applies to the output the learning signal is taken through (the whole step) or
+only to the trace recursion. Hence every method equals BPTT of an explicitly modified
+model, which the tests check. A method may instead (or also) restrict the traces to the
+entries a parameter reaches within one step (`one_step_pattern`, SnAp-1), which is checked
+against a masked dense-RTRL oracle. Adding an approximation means adding one such object
+to `METHODS`.
 """
 from __future__ import annotations
 
@@ -19,24 +21,51 @@ from .analysis import Mixing
 
 @dataclass(frozen=True)
 class Method:
+    """An online method: what it keeps exactly and what it cuts.
+
+    - `name`, `description`: as shown by `explain()`.
+    - `exact`: the method equals BPTT whatever the model.
+    - `cut(mixing) -> bool`: whether a neuron-mixing equation's state-carrying operand gets a
+      stop_gradient.
+    - `cut_output`: the cut holds in the whole step (state update and output, so also in the
+      learning signal); otherwise only in the trace recursion, and the learning signal is
+      taken through the unmodified step.
+    - `one_step_pattern`: keep each trace only where a parameter acts within one step.
+    """
     name: str
     exact: bool
     description: str
     cut: Callable[[Mixing], bool]
-    one_step_pattern: bool = False   # keep each trace only where a parameter acts within one step
+    cut_output: bool = False
+    one_step_pattern: bool = False
 
 
 EXACT = Method(
     "exact", True,
-    "every path kept: equals BPTT; coupled state parts get dense traces",
+    "RTRL (Williams & Zipser 1989): every path kept, equals BPTT; coupled state parts get "
+    "dense traces",
     lambda mixing: False)
 
 EPROP = Method(
     "eprop", False,
-    "paths from the previous state through neuron-mixing operations (recurrent matrices, "
-    "reductions over a layer, a layer feeding the next) are cut from the traces; the "
-    "learning signal of each step stays exact (Bellec et al. 2020, generalised)",
-    lambda mixing: True)
+    "e-prop (Bellec et al. 2020): the neuron-mixing operations on a recurrent path (the new "
+    "state of a population depends through them on its own previous state: recurrent "
+    "matrices, reductions over a layer fed back into it) get a stop_gradient on their "
+    "state-carrying operand in the whole step, state update and output alike, so the "
+    "learning signal is the one of the paper (through the readout, not through recurrence); "
+    "feed-forward mixing (hidden to readout, layer to layer) is kept exactly, e.g. the "
+    "kappa-filtered eligibility of a leaky readout",
+    lambda mixing: mixing.recurrent, cut_output=True)
+
+OSTL = Method(
+    "ostl", False,
+    "OSTL-style (Bohnstingl et al. 2022): every neuron-mixing path from the previous state "
+    "that reaches the new state (recurrent or feed-forward) is cut from the traces, so the "
+    "traces are temporally local per neuron; the learning signal is taken through the "
+    "unmodified step (spatially exact at each step). For a feed-forward stack this is OSTL; "
+    "on a recurrent layer the learning signal also carries the one-step path through the "
+    "recurrent matrix",
+    lambda mixing: mixing.reaches_state)
 
 SNAP1 = Method(
     "snap1", False,
@@ -45,10 +74,16 @@ SNAP1 = Method(
     "only arise through coupling over several steps are dropped",
     lambda mixing: False, one_step_pattern=True)
 
-METHODS: Dict[str, Method] = {m.name: m for m in (EXACT, EPROP, SNAP1)}
+METHODS: Dict[str, Method] = {m.name: m for m in (EXACT, EPROP, OSTL, SNAP1)}
 
 
 def get_method(method) -> Method:
+    """The `Method` named `method` (or `method` itself).
+
+    **Raises:**
+
+    `ValueError` for an unknown name, listing the choices.
+    """
     if isinstance(method, Method):
         return method
     try:

@@ -24,10 +24,10 @@ from jax.extend import core as jcore
 
 from . import convolution
 from . import jacobian as jac
-from .analysis import Analysis, Synapse, analyse
+from .analysis import Analysis, Mixing, MixTag, Synapse, analyse
 from .errors import TracerError, source_line
 from .interpreter import FORWARD_DIFFERENTIABLE, bind, evaluate, forward
-from .jaxpr_util import all_equations, equation_at, live_part
+from .jaxpr_util import all_equations, equation_at, live_program
 from .methods import Method
 from .seeds import compressed_axes, enumerated_shape, probes
 from .structure import AxisMap, compose_maps, identity_map, merge_maps
@@ -82,25 +82,39 @@ class OnlineProgram:
         return self.model(params, state, x)
 
     def _trace_model(self, p, s, xs):
-        def state_only(p, s, xs):
-            new_state, _ = self.call_model(p, s, xs)
-            return jax.tree_util.tree_leaves(new_state)
+        def flat(p, s, xs):
+            new_state, y = self.call_model(p, s, xs)
+            y_leaves, self.y_def = jax.tree_util.tree_flatten(y)
+            return jax.tree_util.tree_leaves(new_state) + y_leaves
 
-        # Only the part that computes the new state: the output's mixing (a readout) is not cut.
-        self.state_jaxpr, self.state_consts, self.state_inputs_used = live_part(
-            jax.make_jaxpr(state_only)(p, s, xs))
+        # The whole step, state update and output: a method's cuts apply to both alike.
+        closed = jax.make_jaxpr(flat)(p, s, xs)
+        self.model_jaxpr, self.model_consts = closed.jaxpr, closed.consts
         in_deps = [{} for _ in p] + [
             {("state", i): identity_map(len(s[i].shape))} if i in self.diff_states else {}
             for i in range(len(s))] + [{} for _ in xs]
-        in_deps = [d for d, used in zip(in_deps, self.state_inputs_used) if used]
-        self.mixing_analysis = analyse(self.state_jaxpr, in_deps, mode="mixing", cut=self.method.cut)
+        # Classify every mixing equation: the state graph comes from the model as written;
+        # cutting every mixing operand finds them all (a cut never reveals a new one).
+        graph = analyse(self.model_jaxpr, in_deps, mode="mixing").outputs[:len(s)]
+        found = analyse(self.model_jaxpr, in_deps, mode="mixing", cut=lambda mix: True)
+        flags = _mixing_flags(found, graph)
+        self.mixing_analysis = analyse(self.model_jaxpr, in_deps, mode="mixing", cut=self.method.cut,
+                                       classify=lambda mix: _set_flags(mix, flags))
         self.cuts = [m for m in self.mixing_analysis.mixing if self.method.cut(m)]
+
+    def _evaluate_cut(self, p, s, xs, forward_differentiable):
+        overrides = {c.path: _stop_gradient_operand(c.operand) for c in self.cuts}
+        return evaluate(self.model_jaxpr, self.model_consts, list(p) + list(s) + list(xs), overrides,
+                        FORWARD_DIFFERENTIABLE if forward_differentiable else None)
 
     def state_fn(self, p, s, xs):
         """The model's state update with the method's cuts applied (stop_gradient)."""
-        overrides = {c.path: _stop_gradient_operand(c.operand) for c in self.cuts}
-        args = [a for a, used in zip(list(p) + list(s) + list(xs), self.state_inputs_used) if used]
-        return evaluate(self.state_jaxpr, self.state_consts, args, overrides, FORWARD_DIFFERENTIABLE)
+        return self._evaluate_cut(p, s, xs, True)[:len(s)]
+
+    def cut_output(self, p, s, xs):
+        """The model's output with the method's cuts applied (the step the learning signal goes through)."""
+        outs = self._evaluate_cut(p, s, xs, False)[len(s):]
+        return jax.tree_util.tree_unflatten(self.y_def, outs)
 
     def _trace_jvp(self, p, s, xs):
         ds_idx = self.diff_states
@@ -124,7 +138,8 @@ class OnlineProgram:
         except TracerError:
             raise
         except Exception as e:    # the model traced fine above, so this is about its derivative
-            raise TracerError(_explain_jvp_failure(e, self.state_jaxpr)) from e
+            raise TracerError(_explain_jvp_failure(e, self.model_jaxpr)) from e
+        self.jvp_jaxpr = live_program(self.jvp_jaxpr)
         jx = self.jvp_jaxpr.jaxpr
         n_in = len(p) + len(s) + len(xs)
         dp_vars = jx.invars[n_in: n_in + len(p)]
@@ -586,6 +601,8 @@ class OnlineProgram:
         def output(p, s_arg, s_prev, xs_):
             if via_new:
                 return self.output_from_new_state(p, s_arg, jax.lax.stop_gradient(s_prev), xs_)
+            if self.cuts and self.method.cut_output:
+                return self.cut_output(p, s_arg, xs_)
             return self.call_model(p, s_arg, xs_)[1]
 
         def local(p, sd):
@@ -610,17 +627,11 @@ class OnlineProgram:
         """Decide `output_via_state`: y reaches the previous state and the traced parameters
         only through the new state's values (proved on the model's jaxpr, top level)."""
         self.output_via_state = False
-        if self.cuts or self.truncated:
-            # both forms are equal only for the exact recursion; approximations keep the
-            # exact one-step learning signal λ_t = ∂l_t/∂s_{t-1} (the documented semantics)
+        if self.truncated or (self.cuts and not self.method.cut_output):
+            # both forms are equal only when traces and learning signal follow one and the
+            # same step; these methods keep λ_t = ∂l_t/∂s_{t-1} (their documented semantics)
             return
-
-        def flat(p, s, xs):
-            new_state, y = self.call_model(p, s, xs)
-            y_leaves, self.y_def = jax.tree_util.tree_flatten(y)
-            return jax.tree_util.tree_leaves(new_state) + y_leaves
-        closed = jax.make_jaxpr(flat)(p, s, xs)
-        jx = closed.jaxpr
+        jx = self.model_jaxpr
         n_s = len(s)
         state_out = jx.outvars[:n_s]
         if any(not isinstance(v, jcore.Var) or v in jx.invars for v in state_out) or \
@@ -635,7 +646,6 @@ class OnlineProgram:
                 tainted |= {v for v in eqn.outvars if v not in cut}
         if any(isinstance(v, jcore.Var) and v in tainted for v in jx.outvars[n_s:]):
             return
-        self.model_jaxpr, self.model_consts = jx, closed.consts
         self.state_out_position = {v: i for i, v in enumerate(state_out)}
         self.output_via_state = True
 
@@ -650,6 +660,39 @@ class OnlineProgram:
                      if any(v in position for v in eqn.outvars)}
         outs = evaluate(self.model_jaxpr, self.model_consts, list(p) + list(s_prev) + list(xs), overrides)
         return jax.tree_util.tree_unflatten(self.y_def, outs[len(s_prev):])
+
+
+def _mixing_flags(found: Analysis, graph: List[Dict]) -> Dict[Tuple, Tuple[bool, bool]]:
+    """`(recurrent, reaches_state)` of every mixing equation in `found`, by path and operand.
+
+    `graph[a]` holds the dependencies of new state leaf a: an edge b → a for each previous
+    state leaf b in it. A mixing equation whose operand carries previous state b and whose
+    result reaches new state a lies on a recurrent path when a == b or a reaches b in that
+    graph (a cycle through the equation).
+    """
+    edges = {a: {key[1] for key in d if isinstance(key, tuple) and key[0] == "state"} for a, d in enumerate(graph)}
+    # reach[b]: the leaves whose value depends, some steps later, on leaf b's value now
+    reach = {b: {a for a in edges if b in edges[a]} for b in edges}
+    changed = True
+    while changed:
+        changed = False
+        for b in reach:
+            more = set().union(set(), *(reach[c] for c in reach[b])) - reach[b]
+            if more:
+                reach[b] |= more
+                changed = True
+    flags = {}
+    for mix in found.mixing:
+        reached = {a for a, d in enumerate(found.outputs[:len(graph)]) if MixTag(mix.path) in d}
+        olds = {key[1] for key in mix.states}
+        recurrent = any(a == b or b in reach[a] for a in reached for b in olds)
+        flags[(mix.path, mix.operand)] = (recurrent, bool(reached))
+    return flags
+
+
+def _set_flags(mix: Mixing, flags) -> None:
+    # a mixing equation unseen in the uncut pass cannot arise from cutting: stay conservative
+    mix.recurrent, mix.reaches_state = flags.get((mix.path, mix.operand), (True, True))
 
 
 def _scalar(x):
