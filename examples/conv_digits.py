@@ -18,9 +18,13 @@ The network is conv – pool – conv – readout, one example per call:
 - a leaky-integrator readout of 10 units, written as a per-neuron filtered spike train
   (see digits_online.py for why).
 
-`sp.online_grad(..., method="exact")` carries the traces forward in time and equals
-backpropagation through time; `--method eprop` cuts nothing here (no recurrent mixing:
-layer 2 reads layer 1's spikes of the same step), so it is the same program.
+The default `method="ostl"` (OSTL-style, Bohnstingl et al. 2022) cuts from the traces
+every path from the previous state through a neuron-mixing operation (here: layer 1's
+potential reaching layer 2 through the pool and the second convolution), so every trace
+stays per neuron or factorised; the learning signal of each step is exact, so kernel 1
+learns from the error that reaches it through layer 2 within the step. `--method exact`
+(equal to BPTT; `eprop` is the same here, nothing is recurrent) also keeps the dense
+layer-2 x kernel-1 block and is much slower.
 
 Run:  python examples/conv_digits.py            (about 2 minutes on 2 CPU cores)
       python examples/conv_digits.py --quick    (a few seconds: a smoke test)
@@ -138,7 +142,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, default=12, help="time steps per event stream")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-2)
-    parser.add_argument("--method", default="exact", choices=["exact", "eprop"])
+    parser.add_argument("--method", default="ostl", choices=["ostl", "exact", "eprop"])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a few updates on 128 digits (smoke test)")
     parser.add_argument("--out", default="out", help="directory for the figures")

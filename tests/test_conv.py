@@ -298,10 +298,11 @@ def recurrent_conv(stop_lateral, lateral_in_output=False):
     def model(p, s, x):
         z_prev = sp.spike(s["v"] - 1.0)
         lateral = sg(z_prev) if stop_lateral else z_prev
-        v = p["alpha_c"] * s["v"] + conv(x, p["K"]) + conv(lateral, p["R"]) - sg(z_prev)
+        lateral_current = conv(lateral, p["R"])
+        v = p["alpha_c"] * s["v"] + conv(x, p["K"]) + lateral_current - sg(z_prev)
         z = sp.spike(v - 1.0)
         y = jnp.tensordot(p["W"], z, axes=3)
-        return {"v": v}, y + 0.1 * jnp.sum(conv(lateral, p["R"])) if lateral_in_output else y
+        return {"v": v}, y + 0.1 * jnp.sum(lateral_current) if lateral_in_output else y
     return model
 
 
@@ -317,25 +318,27 @@ def _recurrent_case():
 def test_recurrent_conv_exact_keeps_the_mixing_dense():
     params, s0, xs, ts = _recurrent_case()
     learner = _check_exact(recurrent_conv(False), params, s0, xs, ts)
-    report = learner.explain(params, s0, xs[0])
+    report = learner.explain(params, s0, xs[0], print_report=False)
     kinds = {(b.param, b.state): b.kind for b in report.blocks}
     assert kinds[("params['R']", "state['v']")] == "dense"
 
 
-def test_recurrent_conv_eprop_equals_its_stop_gradient_twin():
-    """The twin: the lateral convolution's previous-state operand under stop_gradient (in the
-    step as e-prop defines it, `models.with_output_copy`)."""
+@pytest.mark.parametrize("method", ["eprop", "ostl"])
+def test_recurrent_conv_cut_methods_equal_their_stop_gradient_twins(method):
+    """e-prop: the lateral convolution's previous-state operand under stop_gradient in the
+    whole step (state update and output); ostl: in the state update, output from the true step."""
     params, s0, xs, ts = _recurrent_case()
     model = recurrent_conv(False, lateral_in_output=True)
-    learner = sp.online_grad(model, mse, method="eprop")
+    learner = sp.online_grad(model, mse, method=method)
     _, total = learner.run(params, learner.init(params, s0, xs[0]), xs, ts)
-    twin_model = with_output_copy(recurrent_conv(True, lateral_in_output=True), model)
+    cut = recurrent_conv(True, lateral_in_output=True)
+    twin_model = cut if method == "eprop" else with_output_copy(cut, model)
     _, twin, _ = bptt(twin_model, mse, params, s0, xs, ts)
     _, full, _ = bptt(model, mse, params, s0, xs, ts)
     assert max_relative_error(total.grads, twin) <= 1e-9
     assert max_relative_error(total.grads, full) > 1e-6         # the cut matters here
-    report = learner.explain(params, s0, xs[0])
+    report = learner.explain(params, s0, xs[0], print_report=False)
     assert any(d.primitive == "conv_general_dilated" for d in report.dropped)
     blocks = {(b.param, b.state): b for b in report.blocks}
     assert blocks[("params['R']", "state['v']")].shape == (4, 5, 4, 4, 3, 3)   # per neuron after the cut
-    print("eprop cosine to BPTT:", cosine(total.grads, full))
+    print(f"{method} cosine to BPTT:", cosine(total.grads, full))
