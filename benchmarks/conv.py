@@ -9,8 +9,10 @@ Problems (float32, batch B, ON/OFF input events of rate 0.1 on an S x S sensor):
   (16·S·S x 2·3·3 per example); `online_factorised` a shared leak with a detached reset:
   the filtered input (2·S·S per example) and one correlation per step for the gradient.
 - `conv_snn2`: conv 2 -> 16 – 2x2 average pool – conv 16 -> 32 – readout, shared leaks.
-  `online_eprop` (neuron-mixing paths from the previous state cut); `online_exact`
-  needs the dense layer-2 x kernel-1 block and is only reported (size from the program).
+  `online_ostl` (OSTL-style: neuron-mixing paths from the previous state cut from the
+  traces, so both kernels' traces are factorised); `online_exact` (and `eprop`, equal to
+  it here: nothing is recurrent) needs the dense layer-2 x kernel-1 block and is only
+  reported (its size from the program's blocks).
 
 Temp memory is XLA's compiled temporary buffer size (`memory_analysis()`) of the jitted
 gradient over T steps, for every T; ms/step is the median of round-robin timed calls at
@@ -229,7 +231,7 @@ def main(argv=None):
                     fns["braintrace_drtrl"] = bt
         else:
             fns = {"bptt": bptt_fn(conv_snn2, False), "bptt_checkpoint": bptt_fn(conv_snn2, True),
-                   "online_eprop": online_fn(conv_snn2, "eprop")}
+                   "online_ostl": online_fn(conv_snn2, "ostl")}
             exact = sp.online_grad(conv_snn2, mse, method="exact")
             p, s, xs, _ = problem(name, a.size, a.batch, 2)
             print(f"conv_snn2 online_exact not run: its traces would be "
