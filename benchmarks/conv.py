@@ -234,9 +234,13 @@ def main(argv=None):
                    "online_ostl": online_fn(conv_snn2, "ostl")}
             exact = sp.online_grad(conv_snn2, mse, method="exact")
             p, s, xs, _ = problem(name, a.size, a.batch, 2)
-            print(f"conv_snn2 online_exact not run: its traces would be "
-                  f"{trace_mib(exact, p, s, xs):.1f} MiB per example (the layer-2 x kernel-1 block "
-                  f"is dense: exact RTRL through a convolution of the previous layer)")
+            prog = exact.program(p, jax.tree_util.tree_map(lambda v: v[0], s), xs[0, 0])
+            print(f"conv_snn2 online_exact (= eprop here) not run: its traces are "
+                  f"{trace_mib(exact, p, s, xs):.1f} MiB per example (the layer-2 x kernel-1 block is "
+                  f"dense: exact RTRL through a convolution of the previous layer), and that block's "
+                  f"Jacobian takes {prog.n_probes} forward probes + "
+                  f"{sum(int(np.prod(prog.s_avals[a].shape)) for a in prog.reverse_states)} reverse rows "
+                  f"per example and step")
         t_min = min(a.steps)
         params, states0, xs, targets = problem(name, a.size, a.batch, t_min)
         ms, results = {}, {}
