@@ -98,8 +98,21 @@ def synapse_block(psi: jac.StructJac, u, params, perm, p_shape) -> jac.StructJac
         p_labels_arr = i_labels[:f] + [o_label, c_label] + tap_labels + i_labels[f + 1:]
     spec = tuple(s_out.index(l) if l in s_out else None for l in p_labels)
     out = s_out + [l for l, sp in zip(p_labels, spec) if sp is None]
-    array = jac.einsum([psi.array, P.astype(psi.array.dtype)], [s_out + s_free, p_labels_arr], out)
-    return jac.StructJac(array, spec, p_shape)
+    operands, labels = _drop_unit_sums([psi.array, P.astype(psi.array.dtype)], [s_out + s_free, p_labels_arr], out)
+    return jac.StructJac(jac.einsum(operands, labels, out), spec, p_shape)
+
+
+def _drop_unit_sums(operands, labels, out):
+    """Squeeze summed labels of size 1 (the batch axis of one example's convolution), so that
+    the einsum stays a broadcast product instead of a contraction that transposes the trace."""
+    summed = {l for ls in labels for l in ls if l not in out}
+    new_ops, new_labels = [], []
+    for x, ls in zip(operands, labels):
+        drop = tuple(a for a, l in enumerate(ls) if l in summed and x.shape[a] == 1 and
+                     all(y.shape[b] == 1 for y, ms in zip(operands, labels) for b, m in enumerate(ms) if m == l))
+        new_ops.append(jnp.squeeze(x, drop) if drop else x)
+        new_labels.append([l for a, l in enumerate(ls) if a not in drop])
+    return new_ops, new_labels
 
 
 def state_spec(out_shape: Sequence[int], state_shape: Sequence[int]) -> Optional[Tuple[Optional[int], ...]]:
