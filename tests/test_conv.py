@@ -100,7 +100,7 @@ def test_per_channel_leak_conv_is_exact_at_the_per_neuron_minimum(name, x_shape,
     model, params, s0, xs, ts, c_axis = _case(name, x_shape, k_shape, kw, s_shape, "alpha_c")
     learner = _check_exact(model, params, s0, xs, ts)
     blk = _kernel_block(learner, params, s0, xs[0])
-    o_axis = k_shape.index(s_shape[c_axis]) if name != "nhwc" else 3
+    o_axis = 3 if name == "nhwc" else 0                           # HWIO or OIHW
     per_synapse = int(np.prod(k_shape)) // k_shape[o_axis]    # C_in/groups × taps
     assert not blk.factorised
     assert blk.nbytes == _bytes(s_shape) * per_synapse        # output neurons × (C_in/g · taps)
@@ -114,6 +114,21 @@ def test_shared_leak_conv_is_factorised_as_the_filtered_input(name, x_shape, k_s
     blk = _kernel_block(learner, params, s0, xs[0])
     assert blk.factorised and blk.window is not None
     assert blk.shape == (1,) + x_shape and blk.nbytes == _bytes(x_shape)
+    report = learner.explain(params, s0, xs[0], print_report=False)
+    assert any(b.param == "params['K']" and b.kind.startswith("factorised convolution") for b in report.blocks)
+
+
+def test_kernel_stored_in_another_layout_is_still_a_synapse():
+    """The parameter is (C_in, kw, C_out, kh) and transposed to OIHW in the step."""
+    model = lif_layer(lambda x, K: conv(x, jnp.transpose(K, (2, 0, 3, 1))), leak_key="alpha_c")
+    params = _params(jax.random.PRNGKey(4), (2, 2, 5, 3), (5, 6, 7), gain=1.2)
+    xs, ts = _inputs(jax.random.PRNGKey(6), (2, 6, 7))
+    s0 = {"v": jnp.zeros((5, 6, 7))}
+    learner = _check_exact(model, params, s0, xs, ts)
+    prog = learner.program(params, s0, xs[0])
+    assert len(prog.jacobian_analysis.synapses) == 1
+    blk = _kernel_block(learner, params, s0, xs[0])
+    assert blk.spec == (None, None, 0, None) and blk.shape == (5, 6, 7, 2, 2, 3)
 
 
 def test_differentiated_reset_is_per_neuron_not_factorised():
