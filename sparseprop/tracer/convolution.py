@@ -12,8 +12,7 @@ past is a scalar times the identity (a shared leak, a detached reset: uniformity
 the eligibility of every output neuron is the patch of one *filtered input*
 ū_t = c_t · ū_{t-1} + ψ_t · u_t (the shape of u), and the kernel gradient is the
 correlation of the learning signal with ū: the operation BPTT's backward pass uses
-for a convolution (Bohnstingl et al. 2022 store such presynaptic traces for OSTL;
-the factorisation here is exact).
+for a convolution's kernel. Both forms are exact.
 """
 from __future__ import annotations
 
