@@ -125,7 +125,7 @@ class OnlineLearner:
                                  keep_all_traces=self.loss_fn is None)
             # what a carry's traces mean: the method and each block's layout (static pytree data)
             prog.layout_tag = (self.method.name, repr([
-                (b.state, b.param, b.spec, tuple(b.shape), b.factorised, b.via) for b in prog.blocks]))
+                (b.state, b.param, b.spec, tuple(b.shape), b.factorised, b.via, b.window) for b in prog.blocks]))
             self._programs[key] = prog
         return prog
 

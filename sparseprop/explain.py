@@ -161,6 +161,8 @@ def explain(prog: OnlineProgram) -> Explanation:
                     terms.append(f"ψ[{sn[a]}] ⊗ u  (u: the other operand of {pn[p]} at {syn.source})")
         rule = f"{e} ← " + (" + ".join(terms) if terms else "0")
         kind = block_kind(blk.spec, len(prog.p_avals[p].shape))
+        if getattr(blk, "window", None) is not None:
+            kind = "factorised convolution (filtered input ū; kernel gradient by one correlation)"
         report.blocks.append(BlockReport(pn[p], sn[a], kind, blk.shape, blk.nbytes, rule))
     cut = {(c.path, c.operand) for c in prog.cuts}
     for mix in prog.mixing_found:

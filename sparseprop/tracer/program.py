@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Tuple
+from typing import Dict, Hashable, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,7 @@ import numpy as np
 from jax.extend import core as jcore
 from jax._src.interpreters import partial_eval as pe
 
+from . import convolution
 from . import jacobian as jac
 from .analysis import NEURON_AXIS, Analysis, Mixing, MixTag, Synapse, analyse
 from .errors import TracerError, source_line
@@ -48,6 +49,7 @@ class TraceBlock:
     dtype: object
     factorised: bool = False   # stored without the neuron axes: e[i, l] = ū[l] for every i
     via: Hashable = None       # a readout's block kept as W · ē: the key of its `Projection`
+    window: Optional[int] = None   # factorised convolution: ū is the filtered input of this synapse
 
     @property
     def nbytes(self) -> int:
@@ -236,6 +238,8 @@ class OnlineProgram:
 
     def _synapse_param_map(self, syn: Synapse) -> AxisMap:
         """Map of the synapse output I on its parameter W: kept axes matched, contracted free."""
+        if syn.primitive == convolution.PRIMITIVE:
+            return convolution.param_map(syn.params, syn.perm, len(self._input_shape(syn.param)))
         (lc, rc), (lb, rb) = syn.dimension_numbers
         ndims = len(self._input_shape(syn.param))
         contract, batch = (lc, lb) if syn.param_side == 0 else (rc, rb)
@@ -314,6 +318,7 @@ class OnlineProgram:
                   and pr.key in uniform[y]
                   and (("state", y) not in self.jmap[y] or ("state", y) in uniform[y])
                   and not any((y, pj) in self.block_index for pj in params)
+                  and not any(self.blocks[self.block_index[(b, pj)]].window is not None for pj in params)
                   and not any(("state", y) in self.jmap[a] for a in S if a != y)
                   # worth it only where ē is smaller than the readout's own (dense) blocks
                   and sum(self.blocks[self.block_index[(b, pj)]].nbytes for pj in params)
@@ -416,6 +421,44 @@ class OnlineProgram:
             if ok[(blk.state, blk.param)]:
                 blk.factorised = True
                 blk.shape = jac.free_shape(blk.spec, self.p_avals[blk.param].shape)
+        self._factorise_convolutions(uniform)
+
+    def _factorise_convolutions(self, uniform):
+        """Store a convolution kernel's trace block as the filtered input ū (convolution.py).
+
+        Holds when the kernel enters through one convolution synapse, the block's sources
+        are that synapse and other such blocks, every Jacobian feeding it is a scalar times
+        the identity, and the state is the convolution's output up to size-1 axes.
+        """
+        an = self.jacobian_analysis
+        ok = {}
+        for blk in self.blocks:
+            a, pj = blk.state, blk.param
+            syns = [k for k, syn in enumerate(an.synapses) if syn.param == ("param", pj)]
+            if blk.factorised or len(syns) != 1 or an.synapses[syns[0]].primitive != convolution.PRIMITIVE:
+                continue
+            syn = an.synapses[syns[0]]
+            deps = self.jmap[a]
+            if ("param", pj) in deps or not all(key in uniform[a] for key in deps if key == syn.key or (
+                    key[0] == "state" and (key[1], pj) in self.block_index)):
+                continue
+            if convolution.state_spec(syn.out_shape, self.s_avals[a].shape) is None:
+                continue
+            ok[(a, pj)] = syns[0]
+        changed = True
+        while changed:   # a factorised block may only be fed by factorised blocks
+            changed = False
+            for (a, pj) in list(ok):
+                if not all((key[1], pj) in ok for key in self.jmap[a]
+                           if key[0] == "state" and (key[1], pj) in self.block_index):
+                    del ok[(a, pj)]
+                    changed = True
+        for blk in self.blocks:
+            k = ok.get((blk.state, blk.param))
+            if k is not None:
+                syn = an.synapses[k]
+                blk.factorised, blk.window = True, k
+                blk.shape = tuple(equation_at(self.jvp_jaxpr.jaxpr, syn.path).invars[0].aval.shape)
 
     # ---------------------------------------------------------------- run time
     def zero_traces(self):
@@ -531,6 +574,8 @@ class OnlineProgram:
 
     def synapse_block(self, psi: jac.StructJac, u, syn: Synapse) -> jac.StructJac:
         """d state / d W from ψ = d state / d I and the presynaptic operand u of I = W·u."""
+        if syn.primitive == convolution.PRIMITIVE:
+            return convolution.synapse_block(psi, u, syn.params, syn.perm, self._input_shape(syn.param))
         (lc, rc), (lb, rb) = syn.dimension_numbers
         p_shape = self._input_shape(syn.param)
         fresh = jac.Labels()
@@ -580,6 +625,12 @@ class OnlineProgram:
             if sig is None:
                 continue
             a = blk.state
+            if blk.window is not None:
+                syn = self.jacobian_analysis.synapses[blk.window]
+                g = convolution.kernel_gradient(sig, T, syn.params, syn.perm, self.p_avals[blk.param].shape,
+                                                syn.out_shape, batched)
+                grads[blk.param] = grads[blk.param] + g.astype(grads[blk.param].dtype)
+                continue
             if blk.via is not None:    # λ_y · (W · ē) = (Wᵀ λ_y) · ē: the signal moves back to b
                 pr = self._projection(blk.via)
                 a = pr.source
@@ -635,6 +686,17 @@ class OnlineProgram:
             parts = []
             state_terms = [(k, v) for (aa, k), v in J.items() if aa == a and k[0] == "state"]
             synapses = [syn for syn in an.synapses if syn.param == ("param", pj) and (a, syn.key) in J]
+            if blk.window is not None:
+                # every Jacobian here is c·I: ū_t = Σ c · ū_{t-1} + c_ψ · u (the filtered input)
+                total = jnp.zeros(blk.shape, blk.dtype)
+                for key, Jab in state_terms:
+                    bi = self.block_index.get((key[1], pj))
+                    if bi is not None:
+                        total = total + _scalar(Jab.array) * traces[bi]
+                for syn in synapses:
+                    total = total + _scalar(J[(a, syn.key)].array) * us[syn.key[1]]
+                new_traces.append(total.astype(blk.dtype))
+                continue
             if blk.factorised:
                 # every Jacobian here is c·I: multiply the stored ū by the scalar c
                 total = jnp.zeros(blk.shape, blk.dtype)
@@ -668,6 +730,11 @@ class OnlineProgram:
         blk = self.blocks[i]
         assert blk.via is None, "a readout's filtered trace is read by no other state (_plan_projections)"
         p_shape = self.p_avals[blk.param].shape
+        if blk.window is not None:
+            syn = self.jacobian_analysis.synapses[blk.window]
+            full = convolution.expand(T, syn.params, syn.perm, p_shape, syn.out_shape,
+                                      self.s_avals[blk.state].shape)
+            return jac.respec(full, blk.spec)
         if blk.factorised:
             a_shape = tuple(self.s_avals[blk.state].shape)
             T = jnp.broadcast_to(T, a_shape + T.shape)
