@@ -694,7 +694,7 @@ class OnlineProgram:
                     if bi is not None:
                         total = total + _scalar(Jab.array) * traces[bi]
                 for syn in synapses:
-                    total = total + _scalar(J[(a, syn.key)].array) * us[syn.key[1]]
+                    total = total + _scalar(J[(a, syn.key)].array) * us[syn.key]
                 new_traces.append(total.astype(blk.dtype))
                 continue
             if blk.factorised:
