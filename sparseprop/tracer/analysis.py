@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Hashable, List, Optional, Tuple
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 from jax.extend import core as jcore
 
 from .errors import UNKNOWN_SOURCE, source_line
@@ -256,7 +256,7 @@ def derivative_structure(eqn, ins: List[Deps], cache: Optional[Dict] = None) -> 
 def _derivative_jaxpr(eqn):
     from .interpreter import forward
     avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
-    diff = [i for i, a in enumerate(avals) if np.issubdtype(a.dtype, np.inexact)]
+    diff = [i for i, a in enumerate(avals) if jnp.issubdtype(a.dtype, jnp.inexact)]
 
     def tangents_out(primals, tangents):
         def f(*diff_args):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Sequence
 
-import numpy as np
+import jax.numpy as jnp
 
 from .structure import Deps, free_all, merge_deps, remap_axes
 
@@ -42,6 +42,15 @@ def _out_ndims(eqn):
     return [len(getattr(v.aval, "shape", ())) for v in eqn.outvars]
 
 
+def _move(eqn, deps, axis_to, operand=0, out=0):
+    """`remap_axes` for operand `operand` into output `out`, keeping a match only where the
+    two axes have the same size (a size-1 axis broadcast, a slice, a pad or a concatenation
+    changes the index range: that is no identity, see structure.py)."""
+    in_shape = eqn.invars[operand].aval.shape
+    out_shape = eqn.outvars[out].aval.shape
+    return remap_axes(deps, {i: j for i, j in axis_to.items() if in_shape[i] == out_shape[j]})
+
+
 def conservative_rule(eqn, in_deps: Sequence[Deps]) -> List[Deps]:
     deps = free_all(merge_deps(*in_deps))
     return [dict(deps) for _ in eqn.outvars]
@@ -54,7 +63,8 @@ def zero_rule(eqn, in_deps):
 def elementwise_rule(eqn, in_deps):
     (nd,) = _out_ndims(eqn)
     # Rank-0 operands are broadcast: their maps are all-free already (no axis to match).
-    parts = [d if len(v.aval.shape) in (0, nd) else free_all(d) for d, v in zip(in_deps, eqn.invars)]
+    parts = [_move(eqn, d, {i: i for i in range(nd)}, k) if len(v.aval.shape) == nd else free_all(d)
+             for k, (d, v) in enumerate(zip(in_deps, eqn.invars))]
     return [merge_deps(*parts)]
 
 
@@ -63,7 +73,7 @@ def broadcast_in_dim_rule(eqn, in_deps):
     out_shape = eqn.params["shape"]
     dims = eqn.params["broadcast_dimensions"]
     axis_to = {i: d for i, d in enumerate(dims) if operand.aval.shape[i] == out_shape[d]}
-    return [remap_axes(in_deps[0], axis_to)]
+    return [_move(eqn, in_deps[0], axis_to)]
 
 
 def reshape_rule(eqn, in_deps):
@@ -73,39 +83,39 @@ def reshape_rule(eqn, in_deps):
     a = [i for i, s in enumerate(in_shape) if s != 1]
     b = [j for j, s in enumerate(out_shape) if s != 1]
     if eqn.params.get("dimensions") is None and [in_shape[i] for i in a] == [out_shape[j] for j in b]:
-        return [remap_axes(in_deps[0], dict(zip(a, b)))]
+        return [_move(eqn, in_deps[0], dict(zip(a, b)))]
     return [free_all(in_deps[0])]
 
 
 def squeeze_rule(eqn, in_deps):
     dropped = set(d % len(eqn.invars[0].aval.shape) for d in eqn.params["dimensions"])
     kept = [i for i in range(len(eqn.invars[0].aval.shape)) if i not in dropped]
-    return [remap_axes(in_deps[0], {i: j for j, i in enumerate(kept)})]
+    return [_move(eqn, in_deps[0], {i: j for j, i in enumerate(kept)})]
 
 
 def expand_dims_rule(eqn, in_deps):
     nd = _out_ndims(eqn)[0]
     new = set(d % nd for d in eqn.params["dimensions"])
     kept = [j for j in range(nd) if j not in new]
-    return [remap_axes(in_deps[0], dict(enumerate(kept)))]
+    return [_move(eqn, in_deps[0], dict(enumerate(kept)))]
 
 
 def transpose_rule(eqn, in_deps):
     perm = eqn.params["permutation"]
-    return [remap_axes(in_deps[0], {p: j for j, p in enumerate(perm)})]
+    return [_move(eqn, in_deps[0], {p: j for j, p in enumerate(perm)})]
 
 
 def reduction_rule(eqn, in_deps):
     axes = set(eqn.params["axes"])
     kept = [i for i in range(len(eqn.invars[0].aval.shape)) if i not in axes]
-    out = remap_axes(in_deps[0], {i: j for j, i in enumerate(kept)})
+    out = _move(eqn, in_deps[0], {i: j for j, i in enumerate(kept)})
     return [out for _ in eqn.outvars]
 
 
 def cumulative_rule(eqn, in_deps):
     nd = len(eqn.invars[0].aval.shape)
     axis = eqn.params["axis"] % nd
-    return [remap_axes(in_deps[0], {i: i for i in range(nd) if i != axis})]
+    return [_move(eqn, in_deps[0], {i: i for i in range(nd) if i != axis})]
 
 
 def dot_general_rule(eqn, in_deps):
@@ -118,7 +128,7 @@ def dot_general_rule(eqn, in_deps):
     lmap.update({a: nb + k for k, a in enumerate(lfree)})
     rmap = {a: k for k, a in enumerate(rb)}
     rmap.update({a: nb + len(lfree) + k for k, a in enumerate(rfree)})
-    return [merge_deps(remap_axes(in_deps[0], lmap), remap_axes(in_deps[1], rmap))]
+    return [merge_deps(_move(eqn, in_deps[0], lmap), _move(eqn, in_deps[1], rmap, 1))]
 
 
 def concatenate_rule(eqn, in_deps):
@@ -126,8 +136,8 @@ def concatenate_rule(eqn, in_deps):
     dim = eqn.params["dimension"]
     nd = _out_ndims(eqn)[0]
     keep = {i: i for i in range(nd) if i != dim}
-    first = remap_axes(in_deps[0], {i: i for i in range(nd)})
-    rest = [remap_axes(d, keep) for d in in_deps[1:]]
+    first = _move(eqn, in_deps[0], {i: i for i in range(nd)})
+    rest = [_move(eqn, d, keep, k) for k, d in enumerate(in_deps) if k > 0]
     return [merge_deps(first, *rest)]
 
 
@@ -136,7 +146,7 @@ def stack_rule(eqn, in_deps):
     axis = eqn.params["axis"]
     nd = len(eqn.invars[0].aval.shape)
     shift = {i: (i if i < axis else i + 1) for i in range(nd)}
-    return [merge_deps(*[remap_axes(d, shift) for d in in_deps])]
+    return [merge_deps(*[_move(eqn, d, shift, k) for k, d in enumerate(in_deps)])]
 
 
 def unstack_rule(eqn, in_deps):
@@ -144,7 +154,7 @@ def unstack_rule(eqn, in_deps):
     axis = eqn.params["axis"]
     nd = len(eqn.invars[0].aval.shape)
     down = {i: (i if i < axis else i - 1) for i in range(nd) if i != axis}
-    return [remap_axes(in_deps[0], down) for _ in eqn.outvars]
+    return [_move(eqn, in_deps[0], down, 0, k) for k in range(len(eqn.outvars))]
 
 
 def reversing_rule(eqn, in_deps):
@@ -152,7 +162,7 @@ def reversing_rule(eqn, in_deps):
     touched = set(eqn.params.get("dimensions", ())) | {
         i for i, r in enumerate(eqn.params.get("reps", ())) if r != 1}
     nd = len(eqn.invars[0].aval.shape)
-    return [remap_axes(in_deps[0], {i: i for i in range(nd) if i not in touched})]
+    return [_move(eqn, in_deps[0], {i: i for i in range(nd) if i not in touched})]
 
 
 def scatter_rule(eqn, in_deps):
@@ -165,8 +175,8 @@ def scatter_rule(eqn, in_deps):
     window_dims = [d for d in range(nd) if d not in dn.inserted_window_dims]
     to_operand = {u: window_dims[k] for k, u in enumerate(dn.update_window_dims)
                   if window_dims[k] not in dn.scatter_dims_to_operand_dims}
-    operand = remap_axes(in_deps[0], {i: i for i in range(nd)})
-    return [merge_deps(operand, remap_axes(in_deps[2], to_operand))]
+    operand = _move(eqn, in_deps[0], {i: i for i in range(nd)})
+    return [merge_deps(operand, _move(eqn, in_deps[2], to_operand, 2))]
 
 
 def gather_rule(eqn, in_deps):
@@ -178,34 +188,34 @@ def gather_rule(eqn, in_deps):
     nd = len(eqn.invars[0].aval.shape)
     kept = [d for d in range(nd) if d not in dn.collapsed_slice_dims]
     to_out = {kept[k]: o for k, o in enumerate(dn.offset_dims) if kept[k] not in dn.start_index_map}
-    return [remap_axes(in_deps[0], to_out)]
+    return [_move(eqn, in_deps[0], to_out)]
 
 
 def dynamic_slice_rule(eqn, in_deps):
     # A start index is clamped so the slice fits: a full-size axis always starts at 0.
     shape = eqn.invars[0].aval.shape
     sizes = eqn.params["slice_sizes"]
-    return [remap_axes(in_deps[0], {i: i for i, (n, k) in enumerate(zip(shape, sizes)) if n == k})]
+    return [_move(eqn, in_deps[0], {i: i for i, (n, k) in enumerate(zip(shape, sizes)) if n == k})]
 
 
 def dynamic_update_slice_rule(eqn, in_deps):
     shape, update = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
-    operand = remap_axes(in_deps[0], {i: i for i in range(len(shape))})
+    operand = _move(eqn, in_deps[0], {i: i for i in range(len(shape))})
     aligned = {i: i for i, (n, k) in enumerate(zip(shape, update)) if n == k}
-    return [merge_deps(operand, remap_axes(in_deps[1], aligned))]
+    return [merge_deps(operand, _move(eqn, in_deps[1], aligned, 1))]
 
 
 def slice_rule(eqn, in_deps):
     starts = eqn.params["start_indices"]
     strides = eqn.params.get("strides") or (1,) * len(starts)
     keep = {i: i for i, (s, st) in enumerate(zip(starts, strides)) if s == 0 and st == 1}
-    return [remap_axes(in_deps[0], keep)]
+    return [_move(eqn, in_deps[0], keep)]
 
 
 def pad_rule(eqn, in_deps):
     cfg = eqn.params["padding_config"]
     keep = {i: i for i, (lo, hi, interior) in enumerate(cfg) if lo == 0 and interior == 0}
-    return [merge_deps(remap_axes(in_deps[0], keep), free_all(in_deps[1]))]
+    return [merge_deps(_move(eqn, in_deps[0], keep), free_all(in_deps[1]))]
 
 
 def split_rule(eqn, in_deps):
@@ -214,7 +224,7 @@ def split_rule(eqn, in_deps):
     outs = []
     for k in range(len(eqn.outvars)):
         keep = {i: i for i in range(nd) if k == 0 or i != axis}
-        outs.append(remap_axes(in_deps[0], keep))
+        outs.append(_move(eqn, in_deps[0], keep, 0, k))
     return outs
 
 
@@ -254,4 +264,4 @@ def apply_rule(eqn, in_deps: Sequence[Deps]) -> List[Deps]:
     if not any(in_deps):
         return [{} for _ in eqn.outvars]
     outs = RULES.get(eqn.primitive.name, conservative_rule)(eqn, in_deps)
-    return [d if np.issubdtype(v.aval.dtype, np.inexact) else {} for d, v in zip(outs, eqn.outvars)]
+    return [d if jnp.issubdtype(v.aval.dtype, jnp.inexact) else {} for d, v in zip(outs, eqn.outvars)]
