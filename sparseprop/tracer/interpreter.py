@@ -16,6 +16,7 @@ import jax.numpy as jnp
 
 from .errors import TracerError, source_line
 from .jaxpr_util import CALLS, sub_jaxpr
+from .linearity import affine_equation
 
 Override = Callable[[object, list], list]
 
@@ -83,19 +84,40 @@ def forward_custom_vjp(eqn, invals):
         out, vjp_fn = jax.vjp(lambda *a: bind(eqn, list(a)), *primals)
         tangents = [jnp.zeros_like(p) if type(t).__name__ == "SymbolicZero" else t
                     for p, t in zip(primals, tangents)]
+        what = (f"the custom_vjp function {custom_function_name(eqn)}, called at {source_line(eqn)}, "
+                f"has a backward rule that")
+        advice = ("Define its derivative with jax.custom_jvp (or use sparseprop.spike / "
+                  "sparseprop.surrogates); sparseprop.bptt_grad, which only needs the backward "
+                  "rule, still works.")
+        bwd = jax.make_jaxpr(vjp_fn)(out)
+        affine = affine_equation(bwd.jaxpr, [True] * len(bwd.jaxpr.invars))
+        if affine is not None:
+            raise TracerError(
+                f"{what} is not linear in the cotangent g (it has a term that does not scale "
+                f"with g, e.g. `g * s(u) + c`, or uses g non-linearly). Forward mode reads "
+                f"the derivative off the backward rule by transposing it, which is only right for "
+                f"a rule linear in g. {advice}")
         try:
             (jvp_out,) = jax.linear_transpose(vjp_fn, out)(tuple(tangents))
         except Exception as e:
-            name = eqn.params.get("name", eqn.primitive.name)
             raise TracerError(
-                f"the custom_vjp_call '{name}' at {source_line(eqn)} has a backward rule that "
-                f"cannot be transposed into a forward derivative (it must be linear in the "
-                f"cotangent): {type(e).__name__}: {e}. Define its derivative with jax.custom_jvp "
-                f"(or use sparseprop.spike / sparseprop.surrogates); sparseprop.bptt_grad, "
-                f"which only needs the backward rule, still works.") from e
+                f"{what} cannot be transposed into a forward derivative (it must be linear in the "
+                f"cotangent): {type(e).__name__}: {e}. {advice}") from e
         return out, list(jvp_out)
 
     return call(*invals)
+
+
+def custom_function_name(eqn) -> str:
+    """`'name' (defined at file:line)` of the user's function behind a custom-derivative call."""
+    for key in ("call_jaxpr", "fun_jaxpr", "jaxpr"):
+        j = eqn.params.get(key)
+        info = getattr(getattr(j, "jaxpr", j), "debug_info", None)
+        src = getattr(info, "func_src_info", None)
+        if src:
+            name, _, where = src.partition(" at ")
+            return f"'{name}' (defined at {where})" if where else f"'{name}'"
+    return f"'{eqn.params.get('name', eqn.primitive.name)}'"
 
 
 FORWARD_DIFFERENTIABLE = {"custom_vjp_call": forward_custom_vjp, "custom_vjp_call_jaxpr": forward_custom_vjp}
