@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from jax.extend import core as jcore
 
 from .errors import UNKNOWN_SOURCE, source_line
+from .indices import index_fact
 from .jaxpr_util import CALLS, CUSTOM_DERIVATIVE, sub_jaxpr
 from .rules import RULES, apply_rule
 from .structure import Deps, identity_map, lost_matches, merge_deps
@@ -83,18 +84,23 @@ class _Walker:
         line = source_line(eqn)
         return self.call_site if line == UNKNOWN_SOURCE and self.call_site else line
 
-    def walk(self, jaxpr, in_deps: List[Deps], path: Path, raw: Dict, in_uniform=None, in_const=None):
-        """Propagate dependencies (and uniformity, see uniformity.py) through `jaxpr`.
+    def walk(self, jaxpr, in_deps: List[Deps], path: Path, raw: Dict, in_uniform=None, in_const=None,
+             in_facts=None):
+        """Propagate dependencies (and uniformity, see uniformity.py; index facts, see
+        indices.py) through `jaxpr`.
 
         Returns the output `Deps`; the outputs' uniform sets are left in `self.last_uniform`.
         """
         env: Dict = {}
         uni: Dict = {}
         const: Dict = {}
+        facts: Dict = {}
         for k, v in enumerate(jaxpr.invars):
             env[v] = in_deps[k]
             uni[v] = in_uniform[k] if in_uniform else frozenset(in_deps[k])
             const[v] = in_const[k] if in_const else len(v.aval.shape) == 0
+            if in_facts and in_facts[k] is not None:
+                facts[v] = in_facts[k]
 
         def read(v):
             return {} if isinstance(v, jcore.Literal) else env.get(v, {})
@@ -110,16 +116,20 @@ class _Walker:
             ins = [read(v) for v in eqn.invars]
             ins_const = [read_const(v) for v in eqn.invars]
             ins_uni = [read_uni(v) for v in eqn.invars]
+            self.facts = [None if isinstance(v, jcore.Literal) else facts.get(v) for v in eqn.invars]
             name = eqn.primitive.name
             outs_uni = None
             if not any(ins):
                 outs = [{} for _ in eqn.outvars]
+                for v, f in zip(eqn.outvars, index_fact(eqn, self.facts)):
+                    if f is not None:
+                        facts[v] = f
             elif name in CALLS and sub_jaxpr(eqn)[0] is not None:
                 sub, consts = sub_jaxpr(eqn)
                 inner_raw = {iv: raw[ov] for iv, ov in zip(sub.invars, eqn.invars)
                              if not isinstance(ov, jcore.Literal) and ov in raw}
                 outer_site, self.call_site = self.call_site, self.source(eqn)
-                outs = self.walk(sub, ins, here, inner_raw, ins_uni, ins_const)
+                outs = self.walk(sub, ins, here, inner_raw, ins_uni, ins_const, self.facts)
                 self.call_site = outer_site
                 outs_uni = self.last_uniform
             elif self.mode == "jacobian" and name == "dot_general" and self._synapse(eqn, ins, here, raw):
@@ -156,7 +166,7 @@ class _Walker:
             return scan_structure(eqn, ins)
         if name == "while":
             return while_structure(eqn, ins)
-        return apply_rule(eqn, ins)
+        return apply_rule(eqn, ins, self.facts)
 
     def _leaf(self, eqn, ins, here):
         name = eqn.primitive.name

@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Sequence
 
 import jax.numpy as jnp
 
+from .indices import batch_axes, columns
 from .structure import Deps, free_all, merge_deps, remap_axes
 
 Rule = Callable[[object, Sequence[Deps]], List[Deps]]
@@ -165,29 +166,66 @@ def reversing_rule(eqn, in_deps):
     return [_move(eqn, in_deps[0], {i: i for i in range(nd) if i not in touched})]
 
 
-def scatter_rule(eqn, in_deps):
+def _diagonal_lookups(indices_shape, index_map, batching, fact) -> dict:
+    """Operand axes that a gather/scatter reads one-to-one along a lookup axis of its indices:
+    `{operand axis: indices axis}` for batching dimensions and for index components that
+    are an iota along an indices axis (`x[jnp.arange(n), idx]`, see indices.py)."""
+    operand_batch, indices_batch = batching
+    pairs = dict(zip(operand_batch, indices_batch))
+    cols = columns(fact, indices_shape)
+    if cols is not None:
+        for c, a in enumerate(cols):
+            if a is not None and c < len(index_map):
+                pairs.setdefault(index_map[c], a)
+    return pairs
+
+
+def scatter_rule(eqn, in_deps, facts=None):
     """`x.at[idx].set/add/mul(u)`: the output keeps the operand's indices; an update's window
-    axis lines up with the operand axis it covers unless that axis is indexed (an offset)."""
+    axis lines up with the operand axis it covers unless that axis is indexed (an offset);
+    an update's lookup axis lines up with an operand axis it indexes one-to-one (batching
+    dimensions, or an iota index component)."""
     dn = eqn.params["dimension_numbers"]
-    if getattr(dn, "operand_batching_dims", ()):
-        return conservative_rule(eqn, in_deps)
     nd = len(eqn.invars[0].aval.shape)
-    window_dims = [d for d in range(nd) if d not in dn.inserted_window_dims]
+    operand_batch = tuple(getattr(dn, "operand_batching_dims", ()))
+    window_dims = [d for d in range(nd) if d not in dn.inserted_window_dims and d not in operand_batch]
     to_operand = {u: window_dims[k] for k, u in enumerate(dn.update_window_dims)
                   if window_dims[k] not in dn.scatter_dims_to_operand_dims}
+    indices_shape = eqn.invars[1].aval.shape
+    n_updates = len(eqn.invars[2].aval.shape)
+    lookup_axes = [u for u in range(n_updates) if u not in dn.update_window_dims]
+    batch = batch_axes(len(indices_shape), len(indices_shape) - 1)
+    pairs = _diagonal_lookups(indices_shape, dn.scatter_dims_to_operand_dims,
+                              (operand_batch, tuple(getattr(dn, "scatter_indices_batching_dims", ()))),
+                              (facts or [None, None])[1])
+    for o, a in pairs.items():
+        if a in batch:
+            to_operand[lookup_axes[batch.index(a)]] = o
     operand = _move(eqn, in_deps[0], {i: i for i in range(nd)})
     return [merge_deps(operand, _move(eqn, in_deps[2], to_operand, 2))]
 
 
-def gather_rule(eqn, in_deps):
+def gather_rule(eqn, in_deps, facts=None):
     """`x[idx]`: an output offset axis lines up with the operand axis it slices unless that
-    axis is indexed (then the start is an offset)."""
+    axis is indexed (then the start is an offset); an output lookup axis lines up with an
+    operand axis indexed one-to-one along it (batching dimensions, or an iota index
+    component: `x[jnp.arange(n), idx]`, `take_along_axis`)."""
     dn = eqn.params["dimension_numbers"]
-    if getattr(dn, "operand_batching_dims", ()):
-        return conservative_rule(eqn, in_deps)
     nd = len(eqn.invars[0].aval.shape)
-    kept = [d for d in range(nd) if d not in dn.collapsed_slice_dims]
+    operand_batch = tuple(getattr(dn, "operand_batching_dims", ()))
+    kept = [d for d in range(nd) if d not in dn.collapsed_slice_dims and d not in operand_batch]
     to_out = {kept[k]: o for k, o in enumerate(dn.offset_dims) if kept[k] not in dn.start_index_map}
+    indices_shape = eqn.invars[1].aval.shape
+    out_nd = len(eqn.outvars[0].aval.shape)
+    lookup_axes = [o for o in range(out_nd) if o not in dn.offset_dims]
+    batch = batch_axes(len(indices_shape), len(indices_shape) - 1)
+    pairs = _diagonal_lookups(indices_shape, dn.start_index_map,
+                              (operand_batch, tuple(getattr(dn, "start_indices_batching_dims", ()))),
+                              (facts or [None, None])[1])
+    sizes = eqn.params["slice_sizes"]
+    for o, a in pairs.items():
+        if a in batch and sizes[o] == 1 and (o in dn.collapsed_slice_dims or o in operand_batch):
+            to_out[o] = lookup_axes[batch.index(a)]
     return [_move(eqn, in_deps[0], to_out)]
 
 
@@ -259,9 +297,18 @@ RULES.update({
 })
 
 
-def apply_rule(eqn, in_deps: Sequence[Deps]) -> List[Deps]:
-    """Output dependencies of `eqn`; outputs that are not floating point carry none."""
+# Rules that also read facts about integer operands (indices.py).
+INDEX_AWARE = {"gather", "scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter_mul"}
+
+
+def apply_rule(eqn, in_deps: Sequence[Deps], facts=None) -> List[Deps]:
+    """Output dependencies of `eqn`; outputs that are not floating point carry none.
+    `facts`: per operand, what indices.py knows about an integer operand's values."""
     if not any(in_deps):
         return [{} for _ in eqn.outvars]
-    outs = RULES.get(eqn.primitive.name, conservative_rule)(eqn, in_deps)
+    name = eqn.primitive.name
+    if name in INDEX_AWARE:
+        outs = RULES[name](eqn, in_deps, facts)
+    else:
+        outs = RULES.get(name, conservative_rule)(eqn, in_deps)
     return [d if jnp.issubdtype(v.aval.dtype, jnp.inexact) else {} for d, v in zip(outs, eqn.outvars)]
