@@ -173,6 +173,8 @@ class _Walker:
         if name not in RULES and name not in CUSTOM_DERIVATIVE and name not in LOOPS_AND_BRANCHES:
             self.result.notes.append(Note(here, name, self.source(eqn),
                                           "no structural rule: treated as mixing every entry"))
+        if self.mode == "jacobian" and name in INDEX_MAPS:
+            self._note_lost_structure(eqn, ins, here)
         if self.mode == "mixing":
             ins = list(ins)
             for k, d in enumerate(ins):
@@ -189,6 +191,23 @@ class _Walker:
                     if self.cut(mix):
                         ins[k] = {}     # what follows sees the model with this operand cut
         return self._rule_or_body(eqn, ins, here)
+
+    def _note_lost_structure(self, eqn, ins, here):
+        """A layout operation that moves entries (an offset, a size change, a merge of axes,
+        a permutation) loses their matches: say so, since the traces through it are denser
+        than the model needs."""
+        lost = {}
+        for k, d in enumerate(ins):
+            if d:
+                alone = [d if j == k else {} for j in range(len(ins))]
+                for key, axes in lost_matches(d, merge_deps(*self._rule_or_body(eqn, alone, here))).items():
+                    lost[key] = tuple(sorted(set(lost.get(key, ())) | set(axes)))
+        if lost:
+            which = ", ".join(f"axes {list(axes)} of {key[0]} leaf {key[1]}" for key, axes in sorted(lost.items(), key=str))
+            self.result.notes.append(Note(here, eqn.primitive.name, self.source(eqn),
+                                          f"moves entries (an offset, a size change, a merge of axes or a "
+                                          f"permutation), so the tracer no longer matches {which} one to one: "
+                                          f"the traces through it are stored dense along those axes"))
 
     def _synapse(self, eqn, ins, here, raw) -> bool:
         for side in (0, 1):
@@ -208,6 +227,10 @@ class _Walker:
 
 
 LOOPS_AND_BRANCHES = {"cond", "scan", "while"}
+# Layout primitives: every entry moves somewhere, so a lost match is lost structure (not a sum).
+INDEX_MAPS = {"slice", "pad", "concatenate", "split", "reshape", "gather", "scatter", "scatter-add",
+              "scatter_add", "scatter-mul", "scatter_mul", "dynamic_slice", "dynamic_update_slice",
+              "rev", "tile"}
 
 
 def _loop_fixed_point(body, carry: List[Deps], run) -> List[Deps]:

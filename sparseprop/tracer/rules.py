@@ -80,12 +80,26 @@ def broadcast_in_dim_rule(eqn, in_deps):
 def reshape_rule(eqn, in_deps):
     in_shape = eqn.invars[0].aval.shape
     out_shape = eqn.params["new_sizes"]
-    # Only size-1 axes may come and go; the other axes must keep their order and size.
+    # Size-1 axes may come and go while the others keep their order and size.
     a = [i for i, s in enumerate(in_shape) if s != 1]
     b = [j for j, s in enumerate(out_shape) if s != 1]
-    if eqn.params.get("dimensions") is None and [in_shape[i] for i in a] == [out_shape[j] for j in b]:
+    if eqn.params.get("dimensions") is not None:
+        return [free_all(in_deps[0])]
+    if [in_shape[i] for i in a] == [out_shape[j] for j in b]:
         return [_move(eqn, in_deps[0], dict(zip(a, b)))]
-    return [free_all(in_deps[0])]
+    # Row-major order: leading axes shared by both shapes keep their index (only the axes
+    # after them are merged or split), and so do shared trailing axes.
+    keep = {}
+    for i in range(min(len(in_shape), len(out_shape))):
+        if in_shape[i] != out_shape[i]:
+            break
+        keep[i] = i
+    for k in range(1, min(len(in_shape), len(out_shape)) + 1):
+        i, j = len(in_shape) - k, len(out_shape) - k
+        if in_shape[i] != out_shape[j] or i in keep or j in keep.values():
+            break
+        keep[i] = j
+    return [_move(eqn, in_deps[0], keep)]
 
 
 def squeeze_rule(eqn, in_deps):
