@@ -6,6 +6,7 @@ operand, a custom_vjp turned forward-differentiable) cost nothing at run time.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Dict, Sequence, Tuple
 
 from jax._src import source_info_util
@@ -14,7 +15,7 @@ from jax.extend import core as jcore
 import jax
 import jax.numpy as jnp
 
-from .errors import TracerError, source_line
+from .errors import UNKNOWN_SOURCE, TracerError, source_line
 from .jaxpr_util import CALLS, sub_jaxpr
 from .linearity import affine_equation
 
@@ -53,7 +54,9 @@ def evaluate(jaxpr, consts: Sequence, args: Sequence, overrides: Dict[Tuple[int,
             outs = overrides[here](eqn, invals)
         elif name in CALLS and sub_jaxpr(eqn)[0] is not None:
             sub, sub_consts = sub_jaxpr(eqn)
-            outs = evaluate(sub, sub_consts, invals, overrides, by_primitive, here)
+            # equations inside library calls (jnp.pad is a jit) keep the user's call site
+            with _user_context(eqn):
+                outs = evaluate(sub, sub_consts, invals, overrides, by_primitive, here)
         elif name in by_primitive:
             outs = by_primitive[name](eqn, invals)
         else:
@@ -65,10 +68,17 @@ def evaluate(jaxpr, consts: Sequence, args: Sequence, overrides: Dict[Tuple[int,
     return [read(v) for v in jaxpr.outvars]
 
 
+def _user_context(eqn):
+    """The source context of `eqn`, or the enclosing one when `eqn` has no user frame."""
+    if source_line(eqn) == UNKNOWN_SOURCE:
+        return contextlib.nullcontext()
+    return source_info_util.user_context(eqn.source_info.traceback, name_stack=eqn.source_info.name_stack)
+
+
 def bind(eqn, invals):
     """Apply `eqn`'s primitive to `invals`, keeping the user's source information."""
     params = eqn.primitive.get_bind_params(eqn.params)
-    with source_info_util.user_context(eqn.source_info.traceback, name_stack=eqn.source_info.name_stack):
+    with _user_context(eqn):
         out = eqn.primitive.bind(*invals, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
 
