@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Tuple
 
+import numpy as np
+
 from .tracer.program import OnlineProgram
 from .tracer.structure import is_diagonal
 
@@ -67,8 +69,8 @@ def _bytes(n: int) -> str:
         n /= 1024
 
 
-def block_kind(spec, param_ndim: int) -> str:
-    if param_ndim == 0:
+def block_kind(spec, param_ndim: int, param_size: int = 0) -> str:
+    if param_ndim == 0 or param_size == 1:     # one entry, broadcast: shared by every neuron
         return "per-neuron (shared parameter)"
     if is_diagonal(spec):
         return "diagonal"
@@ -106,7 +108,7 @@ def explain(prog: OnlineProgram) -> Explanation:
                 if syn.param == ("param", p):
                     terms.append(f"ψ[{sn[a]}] ⊗ u  (u: the other operand of {pn[p]} at {syn.source})")
         rule = f"{e} ← " + (" + ".join(terms) if terms else "0")
-        kind = block_kind(blk.spec, len(prog.p_avals[p].shape))
+        kind = block_kind(blk.spec, len(prog.p_avals[p].shape), int(np.prod(prog.p_avals[p].shape)))
         report.blocks.append(BlockReport(pn[p], sn[a], kind, blk.shape, blk.nbytes, rule))
     for cut in prog.cuts:
         states = tuple(sn[key[1]] for key in cut.states)

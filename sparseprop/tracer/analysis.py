@@ -71,6 +71,11 @@ class Analysis:
     notes: List[Note] = field(default_factory=list)
 
 
+def _single(v) -> bool:
+    """One entry (rank 0, or every axis of size 1): equal at every index once broadcast."""
+    return all(d == 1 for d in getattr(v.aval, "shape", ()))
+
+
 class _Walker:
     def __init__(self, mode: str, cut=lambda mixing: False):
         self.mode = mode
@@ -98,7 +103,7 @@ class _Walker:
         for k, v in enumerate(jaxpr.invars):
             env[v] = in_deps[k]
             uni[v] = in_uniform[k] if in_uniform else frozenset(in_deps[k])
-            const[v] = in_const[k] if in_const else len(v.aval.shape) == 0
+            const[v] = in_const[k] if in_const else _single(v)
             if in_facts and in_facts[k] is not None:
                 facts[v] = in_facts[k]
 
@@ -106,7 +111,7 @@ class _Walker:
             return {} if isinstance(v, jcore.Literal) else env.get(v, {})
 
         def read_const(v):
-            return isinstance(v, jcore.Literal) or const.get(v, len(v.aval.shape) == 0)
+            return isinstance(v, jcore.Literal) or const.get(v, _single(v))
 
         def read_uni(v):
             return frozenset() if isinstance(v, jcore.Literal) else uni.get(v, frozenset())
