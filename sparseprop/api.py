@@ -163,8 +163,9 @@ class OnlineLearner:
         """
         from .explain import block_kind
         prog = self._any_program(params, carry)
+        shapes = [a.shape for a in prog.p_avals]
         return {(prog.state_names[b.state], prog.param_names[b.param]):
-                (block_kind(b.spec, len(prog.p_avals[b.param].shape), int(np.prod(prog.p_avals[b.param].shape))), T)
+                (block_kind(b.spec, len(shapes[b.param]), int(np.prod(shapes[b.param]))), T)
                 for b, T in zip(prog.blocks, carry.traces)}
 
     def _any_program(self, params, carry):
