@@ -208,7 +208,8 @@ class _Walker:
                 for key, axes in lost_matches(d, merge_deps(*self._rule_or_body(eqn, alone, here))).items():
                     lost[key] = tuple(sorted(set(lost.get(key, ())) | set(axes)))
         if lost:
-            which = ", ".join(f"axes {list(axes)} of {key[0]} leaf {key[1]}" for key, axes in sorted(lost.items(), key=str))
+            which = ", ".join(f"axes {list(axes)} of {key[0]} leaf {key[1]}"
+                              for key, axes in sorted(lost.items(), key=str))
             self.result.notes.append(Note(here, eqn.primitive.name, self.source(eqn),
                                           f"moves entries (an offset, a size change, a merge of axes or a "
                                           f"permutation), so the tracer no longer matches {which} one to one: "

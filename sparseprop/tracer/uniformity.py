@@ -1,8 +1,9 @@
 """Which Jacobian blocks are the same for every neuron (a shared leak, a detached reset).
 
 A primal value is *constant-like* when it is equal at every index: a value with one
-entry (rank 0 or every axis of size 1), a broadcast of one, or an elementwise function of such values. A tangent is *uniform*
-in an input when it equals c · (that input's tangent) with c constant-like: the
+entry (rank 0 or every axis of size 1), a broadcast of one, or an elementwise function
+of such values. A tangent is *uniform* in an input when it equals c · (that input's
+tangent) with c constant-like: the
 diagonal Jacobian block is a scalar times the identity. When every block feeding a
 synaptic trace is uniform, the trace e[i, l] does not depend on i and is stored as
 ū[l] (a factorised trace, O(m) instead of O(n·m)). Anything not listed here is
