@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import sparseprop as sp
@@ -200,6 +200,8 @@ def _build(c):
 @given(c=user_models())
 def test_models_as_users_write_them_are_exact_or_raise_tracer_error(c):
     DRAWN["models"] += 1
+    for kind in ("precision", "layout", "gather", "checkpoint", "surrogate", "leak_v", "leak_c"):
+        event(f"{kind}={c[kind]}")
     model, params, state0, xs, targets = _build(c)
     learner = sp.online_grad(model, mse)
     try:

@@ -62,10 +62,13 @@ def _walk(jaxpr, in_kinds):
         floats = [k for k, v in enumerate(eqn.invars) if _is_float(v)]
         sub, _ = sub_jaxpr(eqn)
         if "linear" not in ins:
-            zero = (name in ZERO_PRESERVING and ins and ins[0] == "zero") or \
-                (name in BILINEAR and "zero" in ins) or \
-                (name in SUMS and all(ins[k] == "zero" for k in floats))
-            outs = ["zero" if zero else None for _ in eqn.outvars]
+            if sub is not None:    # a library call building zeros (jnp.zeros_like under jit)
+                outs = _walk(sub, ins)[1]
+            else:
+                zero = (name in ZERO_PRESERVING and ins and ins[0] == "zero") or \
+                    (name in BILINEAR and "zero" in ins) or \
+                    (name in SUMS and all(ins[k] == "zero" for k in floats))
+                outs = ["zero" if zero else None for _ in eqn.outvars]
         elif sub is not None:
             found, outs = _walk(sub, ins)
             if found is not None:
