@@ -133,7 +133,7 @@ def user_models(draw):
         n=n, m=draw(st.integers(1, 3)), k=k, j=draw(st.integers(1, n - 1)), D=draw(st.integers(2, 4)),
         leak_v=draw(st.sampled_from([(), (1,), (n,)])),
         leak_c=draw(st.sampled_from([(), (1,), (k,), (1, k), (n, 1), (1, 1), (n, k)])),
-        precision=draw(st.sampled_from(sorted(LOW_PRECISION))),
+        precision=draw(st.sampled_from(list(LOW_PRECISION))),     # float64 first
         layout=draw(st.sampled_from(["none", "slice", "pad", "split", "concat", "packed_halves"])),
         gather=draw(st.sampled_from(["none", "take_along_axis", "arange", "one_hot"])),
         checkpoint=draw(st.sampled_from(["none", "step", "compartments"])),
@@ -196,7 +196,7 @@ def _build(c):
 
 
 @pytest.mark.slow
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(c=user_models())
 def test_models_as_users_write_them_are_exact_or_raise_tracer_error(c):
     DRAWN["models"] += 1
