@@ -607,9 +607,11 @@ def _reverse_mode_error(e, prog: "OnlineProgram") -> Exception:
     """A TracerError naming the while_loop that the output's local reverse pass met, or `e`."""
     if "while_loop" not in str(e):
         return e
-    jaxpr = jax.make_jaxpr(prog.call_model)(prog.p_avals, prog.s_avals,
-                                            jax.tree_util.tree_leaves(prog.x_avals))
-    lines = sorted({source_line(q) for q in all_equations(jaxpr.jaxpr) if q.primitive.name == "while"})
+    def output(p, s, xs):
+        return jax.tree_util.tree_leaves(prog.call_model(p, s, xs)[1])
+    # only the part of the step that the output needs
+    jaxpr, _, _ = live_part(jax.make_jaxpr(output)(prog.p_avals, prog.s_avals, prog.x_avals))
+    lines = sorted({source_line(q) for q in all_equations(jaxpr) if q.primitive.name == "while"})
     return TracerError(
         f"the step's output depends on a lax.while_loop (at {', '.join(lines) or 'an unknown line'}), "
         f"and the learning signal dl/ds is taken in reverse mode, which cannot differentiate a "
