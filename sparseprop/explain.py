@@ -79,6 +79,17 @@ def block_kind(spec, param_ndim: int, param_size: int = 0) -> str:
     return "dense"
 
 
+def _input_name(prog: OnlineProgram, key) -> str:
+    """A tracked input by the user's name: a state or parameter leaf, or a synapse's product."""
+    kind, k = key
+    if kind == "state":
+        return prog.state_names[k]
+    if kind == "param":
+        return prog.param_names[k]
+    syn = prog.jacobian_analysis.synapses[k]
+    return f"the product with {prog.param_names[syn.param[1]]} at {syn.source}"
+
+
 def explain(prog: OnlineProgram) -> Explanation:
     """Build the report for a traced program.
 
@@ -117,5 +128,6 @@ def explain(prog: OnlineProgram) -> Explanation:
         report.dropped.append(DroppedTerm("multi-step coupling", f"trace d{sn[a]}/d{pn[p]} kept at its one-step "
                                           f"pattern", (sn[a],)))
     for note in prog.jacobian_analysis.notes + prog.mixing_analysis.notes:
-        report.notes.append(f"{note.primitive} at {note.source}: {note.what}")
+        lost = "; ".join(f"axes {list(axes)} of {_input_name(prog, key)}" for key, axes in note.lost.items())
+        report.notes.append(f"{note.primitive} at {note.source}: {note.what}" + (f" {lost}" if lost else ""))
     return report

@@ -60,6 +60,7 @@ class Note:
     primitive: str
     source: str
     what: str
+    lost: Dict[Hashable, Tuple[int, ...]] = field(default_factory=dict)   # input key -> axes no longer matched
 
 
 @dataclass
@@ -208,12 +209,10 @@ class _Walker:
                 for key, axes in lost_matches(d, merge_deps(*self._rule_or_body(eqn, alone, here))).items():
                     lost[key] = tuple(sorted(set(lost.get(key, ())) | set(axes)))
         if lost:
-            which = ", ".join(f"axes {list(axes)} of {key[0]} leaf {key[1]}"
-                              for key, axes in sorted(lost.items(), key=str))
             self.result.notes.append(Note(here, eqn.primitive.name, self.source(eqn),
-                                          f"moves entries (an offset, a size change, a merge of axes or a "
-                                          f"permutation), so the tracer no longer matches {which} one to one: "
-                                          f"the traces through it are stored dense along those axes"))
+                                          "moves entries (an offset, a size change, a merge of axes or a "
+                                          "permutation), so the tracer no longer matches them one to one: "
+                                          "the traces through it are stored dense along", lost))
 
     def _synapse(self, eqn, ins, here, raw) -> bool:
         for side in (0, 1):
