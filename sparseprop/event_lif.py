@@ -199,6 +199,7 @@ def potential(cfg: EventLIF, w, in_times, in_sources, t, spikes=()):
 class _Peak(NamedTuple):
     s_hi: jax.Array      # end of the bracket: the maximum of V, or the horizon
     found: jax.Array     # V crosses θ in (0, s_hi]
+    rising: jax.Array    # V increases at the start of the interval
     interior: jax.Array  # the maximum lies strictly before the horizon
     gap: jax.Array       # V(s_hi) - θ
 
@@ -217,7 +218,7 @@ def _peak(cfg, v, i, horizon):
     s_star = jnp.log(ratio) / (1.0 / cfg.tau_s - 1.0 / cfg.tau_m)
     s_hi = jnp.where(rising, jnp.minimum(s_star, horizon), 0.0)
     gap = _evolve(cfg, v, i, s_hi)[0] - cfg.threshold
-    return _Peak(s_hi, rising & (gap > 0) & (v < cfg.threshold), rising & (s_star < horizon), gap)
+    return _Peak(s_hi, rising & (gap > 0) & (v < cfg.threshold), rising, rising & (s_star < horizon), gap)
 
 
 def _quadratic_root(cfg, v, i, s_hi, found):
@@ -297,18 +298,25 @@ class LayerOutput(NamedTuple):
     - `grazing`: `(n,)` bool, a maximum of `V` came within `grazing_tol·θ` of threshold.
     - `margin`: `(n,)`, the smallest `|V_max - θ|/θ` over interior maxima (inf if none).
     - `saturated`: `(n,)` bool, the neuron would have fired after its `max_spikes`-th spike.
+    - `vmax`: `(n,)`, the largest potential before the first spike (`< θ` for a silent neuron;
+      `θ` once it fires): a smooth quantity that can pull a silent neuron back to firing.
     - `d_own`: `dt/dW` for the layer's own weights, `(n, K, n_in)` (row-local: spike times of
       neuron `i` depend only on row `i`); `None` without tangents.
     - `d_upstream`: `dt/d(earlier layers' weights)`, `(n, K, Q)`, flattened in layer order
       (the dense cross-layer part); `None` without tangents.
+    - `d_vmax_own`, `d_vmax_upstream`: the same for `vmax`, `(n, n_in)` and `(n, Q)` (by the
+      envelope theorem: at an interior maximum `V' = 0`, so only the fixed-time part counts).
     """
     times: jax.Array
     count: jax.Array
     grazing: jax.Array
     margin: jax.Array
     saturated: jax.Array
+    vmax: jax.Array | None = None
     d_own: jax.Array | None = None
     d_upstream: jax.Array | None = None
+    d_vmax_own: jax.Array | None = None
+    d_vmax_upstream: jax.Array | None = None
 
 
 def _neuron(cfg, w, ev_t, ev_src, ev_dt, with_tangents):
@@ -322,10 +330,10 @@ def _neuron(cfg, w, ev_t, ev_src, ev_dt, with_tangents):
     zero = jnp.zeros((), dtype)
     state = dict(t=zero, v=zero, i=zero, p=jnp.int32(0), c=jnp.int32(0), clamped=jnp.bool_(False),
                  ref_end=zero, times=jnp.full((K,), _FAR, dtype), grazing=jnp.bool_(False),
-                 margin=jnp.full((), jnp.inf, dtype), saturated=jnp.bool_(False))
+                 margin=jnp.full((), jnp.inf, dtype), saturated=jnp.bool_(False), vmax=zero)
     if with_tangents:
         state.update(dv=jnp.zeros(n_in + q, dtype), di=jnp.zeros(n_in + q, dtype),
-                     dtimes=jnp.zeros((K, n_in + q), dtype))
+                     dtimes=jnp.zeros((K, n_in + q), dtype), dvmax=jnp.zeros(n_in + q, dtype))
     crossing = _root if with_tangents else crossing_time
 
     def step(st, _):
@@ -365,6 +373,14 @@ def _neuron(cfg, w, ev_t, ev_src, ev_dt, with_tangents):
         new["grazing"] = st["grazing"] | (watched & (jnp.abs(pk.gap) <= cfg.grazing_tol * cfg.threshold))
         new["margin"] = margin
         new["saturated"] = st["saturated"] | (pk.found & free & ~can_fire)
+        # Largest potential before the first spike: at the interior maximum, or at the end of
+        # the interval (the next input, whose time may move) when V still rises there.
+        at_end = pk.rising & ~pk.interior
+        end = jnp.minimum(t_in, cfg.t_max) - t
+        s_top = jnp.where(at_end, end, lax.stop_gradient(pk.s_hi))
+        v_top, i_top = _evolve(cfg, v, i, s_top)
+        better = (c == 0) & free & (v_top > st["vmax"])
+        new["vmax"] = jnp.where(better, jnp.minimum(v_top, cfg.threshold), st["vmax"])
         if with_tangents:
             # Fixed-time tangents follow the same linear flow as (V, I) between events.
             dv_adv, di_adv = _evolve(cfg, st["dv"], st["di"], dt)
@@ -388,15 +404,24 @@ def _neuron(cfg, w, ev_t, ev_src, ev_dt, with_tangents):
                                                                 dv_adv + jnp.where(is_in, 1.0, 0.0) * dv_jump))
             new["di"] = di_adv + jnp.where(is_in, 1.0, 0.0) * di_jump
             new["dtimes"] = jnp.where((is_cross & slot)[:, None], dt_k[None, :], st["dtimes"])
+            dv_top = _evolve(cfg, st["dv"], st["di"], s_top)[0]
+            if q:   # the end of the interval is an input spike time that moves with earlier weights
+                moving = at_end & (t_in < cfg.t_max)
+                slope_top = jnp.where(moving, (i_top - v_top) / cfg.tau_m, 0.0)
+                dv_top = dv_top + jnp.concatenate([jnp.zeros(n_in, dtype), slope_top * dt_e])
+            new["dvmax"] = jnp.where(better & (v_top < cfg.threshold), dv_top,
+                                     jnp.where(better, 0.0, st["dvmax"]))
         return new, None
 
     # One step per event; +1 so a crossing after the last event is seen (saturation flag).
     n_steps = n_events + (2 * K if cfg.refractory > 0 else K) + 1
     st, _ = lax.scan(step, state, None, length=n_steps)
     times = jnp.where(st["times"] < cfg.t_max, st["times"], NO_SPIKE)
-    out = dict(times=times, count=st["c"], grazing=st["grazing"], margin=st["margin"], saturated=st["saturated"])
+    out = dict(times=times, count=st["c"], grazing=st["grazing"], margin=st["margin"], saturated=st["saturated"],
+               vmax=st["vmax"])
     if with_tangents:
-        out.update(d_own=st["dtimes"][:, :n_in], d_upstream=st["dtimes"][:, n_in:])
+        out.update(d_own=st["dtimes"][:, :n_in], d_upstream=st["dtimes"][:, n_in:],
+                   d_vmax_own=st["dvmax"][:n_in], d_vmax_upstream=st["dvmax"][n_in:])
     return out
 
 
@@ -466,9 +491,11 @@ class ForwardGradients(NamedTuple):
     - `layers`: every layer's `LayerOutput`, with `d_own` and `d_upstream` filled in.
     - `jacobians`: `jacobians[ℓ][j]` = `d times_ℓ / d W_j` for `j ≤ ℓ`, shape
       `(n_ℓ, K_ℓ) + W_j.shape` (the own block expanded densely for uniform use).
+    - `vmax_jacobians`: `vmax_jacobians[ℓ][j]` = `d vmax_ℓ / d W_j`, shape `(n_ℓ,) + W_j.shape`.
     """
     layers: list
     jacobians: list
+    vmax_jacobians: list
 
 
 def forward_gradients(cfgs, weights, in_times) -> ForwardGradients:
@@ -490,7 +517,7 @@ def forward_gradients(cfgs, weights, in_times) -> ForwardGradients:
     derivative entries per example; nothing grows with the number of events.
     """
     in_times = _as_times(in_times)
-    layers, jacobians = [], []
+    layers, jacobians, vmax_jacobians = [], [], []
     times, d_times = in_times, None
     for ell, (cfg, w) in enumerate(zip(cfgs, weights)):
         w = jnp.asarray(w)
@@ -498,17 +525,20 @@ def forward_gradients(cfgs, weights, in_times) -> ForwardGradients:
         layers.append(out)
         n, K = out.times.shape
         own_dense = jnp.einsum("ikc,ij->ikjc", out.d_own, jnp.eye(n, dtype=out.d_own.dtype))
-        jac, offset = [], 0
+        jac, vjac, offset = [], [], 0
         for wj in weights[:ell]:
             size = jnp.size(wj)
             jac.append(out.d_upstream[:, :, offset:offset + size].reshape((n, K) + jnp.shape(wj)))
+            vjac.append(out.d_vmax_upstream[:, offset:offset + size].reshape((n,) + jnp.shape(wj)))
             offset += size
         jac.append(own_dense)
+        vjac.append(jnp.einsum("ic,ij->ijc", out.d_vmax_own, jnp.eye(n, dtype=out.d_own.dtype)))
         jacobians.append(jac)
+        vmax_jacobians.append(vjac)
         # The next layer sees these spike times with their derivatives w.r.t. W_1..W_ℓ.
         times = out.times
         d_times = jnp.concatenate([out.d_upstream, own_dense.reshape(n, K, -1)], axis=-1)
-    return ForwardGradients(layers, jacobians)
+    return ForwardGradients(layers, jacobians, vmax_jacobians)
 
 
 def first_spike_times(times, fill):
@@ -530,13 +560,14 @@ def first_spike_times(times, fill):
 def loss_and_grad(loss_fn, cfgs, weights, in_times, *args):
     """A loss of the output spike times and its gradient from forward-propagated dt/dW.
 
-    `dL/dW_j = Σ_{i,k} ∂L/∂t_out[i,k] · d t_out[i,k] / d W_j`: the only derivative taken in
-    reverse is the loss's own, with respect to the output spike times.
+    `dL/dW_j = Σ_{i,k} ∂L/∂t_out[i,k] · d t_out[i,k] / d W_j (+ Σ_i ∂L/∂vmax_i · d vmax_i / d W_j)`:
+    the only derivative taken in reverse is the loss's own, with respect to its arguments.
 
     **Arguments:**
 
-    - `loss_fn`: `loss_fn(out_times, *args) -> scalar`, `out_times` of shape `(n_L, K_L)` with
-      `NO_SPIKE` where absent (use `first_spike_times(..., fill)` to make it finite).
+    - `loss_fn`: `loss_fn(out_times, out_vmax, *args) -> scalar`; `out_times` `(n_L, K_L)` with
+      `NO_SPIKE` where absent (use `first_spike_times(..., fill)` to make it finite), `out_vmax`
+      `(n_L,)` the output neurons' largest potential before their first spike.
     - `cfgs`, `weights`, `in_times`: as in `forward_gradients` (one example; `jax.vmap` for a batch).
     - `*args`: passed on to `loss_fn` (e.g. the label).
 
@@ -546,10 +577,11 @@ def loss_and_grad(loss_fn, cfgs, weights, in_times, *args):
     `ForwardGradients` (spike times and flags of every layer).
     """
     res = forward_gradients(cfgs, weights, in_times)
-    out_times = res.layers[-1].times
-    loss, g_t = jax.value_and_grad(loss_fn)(out_times, *args)
-    g_t = jnp.where(jnp.isfinite(out_times), g_t, 0.0)
-    grads = [jnp.tensordot(g_t, jac, axes=2) for jac in res.jacobians[-1]]
+    out = res.layers[-1]
+    loss, (g_t, g_v) = jax.value_and_grad(loss_fn, argnums=(0, 1))(out.times, out.vmax, *args)
+    g_t = jnp.where(jnp.isfinite(out.times), g_t, 0.0)
+    grads = [jnp.tensordot(g_t, jac, axes=2) + jnp.tensordot(g_v, vjac, axes=1)
+             for jac, vjac in zip(res.jacobians[-1], res.vmax_jacobians[-1])]
     return loss, grads, res
 
 
