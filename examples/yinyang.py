@@ -31,16 +31,20 @@ from sparseprop.event_lif import EventLIF, first_spike_times, loss_and_grad, spi
 
 T_MAX = 10.0                     # simulation end (units of τ_s); a silent output counts as T_MAX
 TAU_0 = 0.5                      # temperature of the softmax over -t_out
-ALPHA, BETA = 0.05, 4.0          # earlier-correct-spike term α (e^{t/β} - 1)
+ALPHA, BETA = 1.0, 2.0           # earlier-correct-spike term α (e^{t/β} - 1)
 HIDDEN = EventLIF(tau_m=2.0, tau_s=1.0, threshold=1.0, max_spikes=1, t_max=T_MAX)   # τ_m = 2 τ_s: closed form
 OUTPUT = EventLIF(tau_m=2.0, tau_s=1.0, threshold=1.0, max_spikes=1, t_max=T_MAX)
 CFGS = (HIDDEN, OUTPUT)
 
 
+W1_MEAN, W1_STD = 2.0, 2.0
+W2_SUM, W2_STD = 30.0, 4.0
+
+
 def init(key, hidden):
     k1, k2 = jax.random.split(key)
-    w1 = 2.5 + 1.5 * jax.random.normal(k1, (hidden, 5))          # strong enough that hidden neurons fire
-    w2 = 30.0 / hidden + 4.0 / np.sqrt(hidden) * jax.random.normal(k2, (3, hidden))
+    w1 = W1_MEAN + W1_STD * jax.random.normal(k1, (hidden, 5))     # most hidden neurons fire at first
+    w2 = W2_SUM / hidden + W2_STD / np.sqrt(hidden) * jax.random.normal(k2, (3, hidden))
     return [w1, w2]
 
 
@@ -85,7 +89,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="out", help="output directory for the figure")
     parser.add_argument("--hidden", type=int, default=60)
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=50)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--train-size", type=int, default=5000)

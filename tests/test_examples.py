@@ -1,4 +1,5 @@
-"""The examples that can run in a test: examples/shd.py on a tiny generated SHD file.
+"""The examples that can run in a test: examples/shd.py on a tiny generated SHD file, and
+examples/yinyang.py in its --quick mode.
 
 digits_online.py and streaming.py take tens of seconds and are run by hand (they write
 the PNGs in docs/img); they are not run here.
@@ -12,6 +13,7 @@ import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHD_EXAMPLE = os.path.join(ROOT, "examples", "shd.py")
+YINYANG_EXAMPLE = os.path.join(ROOT, "examples", "yinyang.py")
 
 
 def write_tiny_shd(path, n_samples=10, seed=0):
@@ -53,3 +55,13 @@ def test_shd_example_missing_file_exits_2_with_the_message(tmp_path):
     assert "zenkelab.org/datasets" in result.stderr and "shd_test.h5" in result.stderr
     assert "spikes/times" in result.stderr and "labels" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_yinyang_example_quick_run_writes_its_figure(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, YINYANG_EXAMPLE, "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "forward-propagated gradient vs reverse-mode autodiff" in result.stdout
+    assert "epoch 2: train loss" in result.stdout and "test accuracy" in result.stdout
+    assert (tmp_path / "yinyang.png").is_file()
