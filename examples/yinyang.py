@@ -6,7 +6,9 @@ Each of the 4 inputs (x, y, 1-x, 1-y) is one spike at a time in [0.15, 2] (plus 
 0.9); hidden and output neurons fire at most once; the predicted class is the output neuron that
 fires first. Loss (in the spirit of Göltz et al. 2021): cross-entropy of softmax(-t_out/τ_0), plus
 a small term pulling the correct output's spike earlier, plus (1 - V_max) for a correct output
-that stays silent (its spike time does not exist, but its peak potential has a gradient).
+that stays silent (its spike time does not exist, but its peak potential has a gradient). The
+second term anchors the time scale: the cross-entropy alone is invariant to shifting all output
+spikes later, and drifting later makes outputs graze threshold and fall silent.
 
 Run: python examples/yinyang.py [--out out] [--quick]      (writes OUT/yinyang.png)
 """
@@ -23,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from matplotlib.colors import ListedColormap
 import numpy as np
 import optax
 
@@ -153,7 +156,8 @@ def figure(params, history, test, x_test, path):
     region = np.full(gx.shape, np.nan)
     region[inside] = pred
     ax = axes[1]
-    ax.imshow(region, origin="lower", extent=(0, 1, 0, 1), cmap="Set2", vmin=0, vmax=2, alpha=0.6)
+    ax.imshow(region, origin="lower", extent=(0, 1, 0, 1), cmap=ListedColormap(["C0", "C1", "C2"]), vmin=0, vmax=2,
+              alpha=0.25)
     test_pred, test_t = (np.asarray(a) for a in predict(params, x_test))
     for c, marker in zip(range(3), "o^s"):
         sel = test.labels == c

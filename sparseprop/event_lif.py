@@ -53,8 +53,9 @@ after `t_max` are ignored. Everything is a function of arrays: `jax.vmap` over a
 spike times (weights broadcast) just works.
 
 **Discontinuities.** The spike times are differentiable only while the spike pattern is fixed.
-A spike appears or vanishes where a local maximum of `V` touches `θ`: there `V'(t_k) → 0` and
-`dt_k/dw` diverges like `1/sqrt(θ - V_max)`-type terms before the spike vanishes. Every extremum
+A spike appears or vanishes where a local maximum of `V` touches `θ`: near it
+`V'(t_k) ≈ 2 sqrt(c (V_max - θ))` (`c` the curvature of `V` at its maximum), so `dt_k/dw` grows
+like `1/sqrt(V_max - θ)` before the spike vanishes, and the loss jumps when it does. Every extremum
 of `V` between events is computed anyway (it brackets the root), so each neuron reports
 `margin`, the smallest `|V_max - θ| / θ` over its interior maxima, and `grazing = margin <
 grazing_tol`; `pattern_changes` tests directly whether the spike count changes under a
