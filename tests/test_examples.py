@@ -10,6 +10,7 @@ import sys
 
 import h5py
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHD_EXAMPLE = os.path.join(ROOT, "examples", "shd.py")
@@ -57,6 +58,7 @@ def test_shd_example_missing_file_exits_2_with_the_message(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.slow
 def test_yinyang_example_quick_run_writes_its_figure(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, YINYANG_EXAMPLE, "--quick", "--out", str(tmp_path)],
