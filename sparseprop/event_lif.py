@@ -14,7 +14,7 @@ integrating). Between events the state has the closed form (`s` = time since the
 so a single input of weight `w` leaves the post-synaptic potential
 `w k (e^{-s/τ_m} - e^{-s/τ_s})`. The next threshold crossing is found exactly: for
 `τ_m = 2 τ_s`, `x = e^{-s/τ_m}` solves the quadratic `k I_0 x² - (V_0 + k I_0) x + θ = 0`
-(the larger root: Göltz et al. 2021 use the same closed form); otherwise by a certified
+(the larger root); otherwise by a certified
 bracketed root solve: `V` has at most one extremum between two events, at a closed-form time,
 so `[event, min(extremum, next event)]` brackets the first crossing on a branch where `V`
 increases, and Newton's method safeguarded by bisection refines it to machine precision.
@@ -47,9 +47,9 @@ sequence, and memory independent of the number of events.
 **Static sizes (for `jax.jit`).** Each neuron emits at most `max_spikes` spikes (a static
 field of `EventLIF`); crossings after that are not emitted (the first `max_spikes` spike times
 and their derivatives stay exact, because later spikes cannot change earlier ones), and the
-neuron is flagged `saturated`. A layer with `E` input spikes runs `E + max_spikes` event steps
-(`E + 2 max_spikes` with a refractory period), plus one. Absent spikes are `NO_SPIKE = inf`. Events at or
-after `t_max` are ignored. Everything is a function of arrays: `jax.vmap` over a batch of input
+neuron is flagged `saturated`. A layer with `E` input spikes runs `E + max_spikes + 1` event
+steps (`E + 2 max_spikes + 1` with a refractory period). Absent spikes are `NO_SPIKE = inf`.
+Events at or after `t_max` are ignored. Everything is a function of arrays: `jax.vmap` over a batch of input
 spike times (weights broadcast) just works.
 
 **Discontinuities.** The spike times are differentiable only while the spike pattern is fixed.
@@ -60,12 +60,13 @@ of `V` between events is computed anyway (it brackets the root), so each neuron 
 `margin`, the smallest `|V_max - θ| / θ` over its interior maxima, and `grazing = margin <
 grazing_tol`; `pattern_changes` tests directly whether the spike count changes under a
 perturbation of the weights. A spike moving past an input spike is *not* a discontinuity of
-the spike times (they stay continuous; only their second derivative jumps).
+the spike times: they stay continuous, with a kink (`V'` jumps by `w/τ_m` at an input, so
+`dt_k/dw` jumps there).
 
-Reference: J. H. Lee, S. Haghighatshoar, A. Karbasi, *Exact Gradient Computation for Spiking
-Neural Networks Through Forward Propagation*, AISTATS 2023 (arXiv 2210.15415). Closed-form
-crossing for `τ_m = 2 τ_s`: J. Göltz et al., *Fast and energy-efficient neuromorphic deep
-learning with first-spike times*, Nature Machine Intelligence 3, 823-835 (2021).
+References: J. H. Lee, S. Haghighatshoar, A. Karbasi, *Exact Gradient Computation for Spiking
+Neural Networks Through Forward Propagation* (2022, arXiv 2210.15415). The closed-form crossing
+for `τ_m = 2 τ_s` is also derived in J. Göltz et al., *Fast and energy-efficient neuromorphic
+deep learning with first-spike times*, Nature Machine Intelligence 3, 823-835 (2021).
 """
 from __future__ import annotations
 
@@ -122,8 +123,9 @@ class EventLIF:
 
     def __post_init__(self):
         if not 0.0 < self.tau_s < self.tau_m:
-            raise ValueError(f"EventLIF needs 0 < tau_s < tau_m, got tau_s={self.tau_s}, tau_m={self.tau_m}; "
-                             "swap them if the synapse is the slower one (the PSP shape is symmetric in them).")
+            raise ValueError(f"EventLIF needs 0 < tau_s < tau_m, got tau_s={self.tau_s}, tau_m={self.tau_m}: "
+                             "the closed forms assume a membrane slower than the synapse (tau_m = tau_s, "
+                             "whose kernel is s·e^{-s/tau}, is not supported); pick tau_m > tau_s.")
         if self.threshold <= 0:
             raise ValueError(f"EventLIF needs a positive threshold, got {self.threshold}.")
         if self.refractory < 0:
@@ -273,13 +275,13 @@ def _crossing_slope_and_tangent(cfg, v, i, s, dv, di):
 
 
 @partial(jax.custom_jvp, nondiff_argnums=(0,))
-def crossing_time(cfg, v, i, s_hi, found):
+def _crossing_time(cfg, v, i, s_hi, found):
     """Time from the last event to the next threshold crossing, with the implicit-function
     derivative `ds = -δV(s)/V'(s)` as its JVP (used by the reverse-mode reference)."""
     return _root(cfg, v, i, s_hi, found)
 
 
-@crossing_time.defjvp
+@_crossing_time.defjvp
 def _crossing_time_jvp(cfg, primals, tangents):
     v, i, s_hi, found = primals
     dv, di = tangents[0], tangents[1]     # the bracket and the flag carry no derivative
@@ -335,7 +337,7 @@ def _neuron(cfg, w, ev_t, ev_src, ev_dt, with_tangents):
     if with_tangents:
         state.update(dv=jnp.zeros(n_in + q, dtype), di=jnp.zeros(n_in + q, dtype),
                      dtimes=jnp.zeros((K, n_in + q), dtype), dvmax=jnp.zeros(n_in + q, dtype))
-    crossing = _root if with_tangents else crossing_time
+    crossing = _root if with_tangents else _crossing_time
 
     def step(st, _):
         t, v, i, p, c, clamped = st["t"], st["v"], st["i"], st["p"], st["c"], st["clamped"]
