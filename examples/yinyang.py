@@ -33,7 +33,7 @@ from sparseprop.data import encode_spike_times, yinyang
 from sparseprop.event_lif import EventLIF, first_spike_times, loss_and_grad, spike_times
 
 T_MAX = 10.0                     # simulation end (units of τ_s); a silent output counts as T_MAX
-TAU_0 = 0.5                      # temperature of the softmax over -t_out
+TAU_0 = 0.12                     # temperature of the softmax over -t_out
 ALPHA, BETA = 1.0, 2.0           # earlier-correct-spike term α (e^{t/β} - 1)
 HIDDEN = EventLIF(tau_m=2.0, tau_s=1.0, threshold=1.0, max_spikes=1, t_max=T_MAX)   # τ_m = 2 τ_s: closed form
 OUTPUT = EventLIF(tau_m=2.0, tau_s=1.0, threshold=1.0, max_spikes=1, t_max=T_MAX)
@@ -94,7 +94,7 @@ def main():
     parser.add_argument("--hidden", type=int, default=60)
     parser.add_argument("--epochs", type=int, default=25)
     parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=6e-3)
     parser.add_argument("--train-size", type=int, default=5000)
     parser.add_argument("--test-size", type=int, default=1000)
     parser.add_argument("--quick", action="store_true", help="a tiny run (tests): 2 epochs on 300 points")
