@@ -28,7 +28,7 @@ from . import jacobian as jac
 from .analysis import NEURON_AXIS, Analysis, Mixing, MixTag, Synapse, analyse
 from .errors import TracerError, source_line
 from .interpreter import FORWARD_DIFFERENTIABLE, bind, evaluate, forward
-from .jaxpr_util import all_equations, equation_at, live_program
+from .jaxpr_util import all_equations, equation_at, live_part, live_program
 from .methods import Method
 from .seeds import compressed_axes, enumerated_shape, probes
 from .structure import AxisMap, compose_maps, identity_map, merge_maps
@@ -787,6 +787,8 @@ class OnlineProgram:
             direct, lam = vjp_fn(jnp.ones_like(value))
         except ValueError as e:
             raise _reverse_mode_error(e, self) from e
+        # structurally zero signals skip their contractions (XLA keeps a product with zeros)
+        lam = [lam_a if a in self.signalled else None for a, lam_a in zip(S, lam)]
         signal_traces = new_traces if via_new else traces
         grads = [g + c for g, c in zip(direct, self.contract(lam, signal_traces, p, batched))]
         return list(new_s), new_traces, value, y, grads
@@ -817,9 +819,10 @@ class OnlineProgram:
             return
         self.state_out_position = {v: i for i, v in enumerate(state_out)}
         self.output_via_state = True
+        # the new state values the output reads (it reads them as values: no further back)
         needed = {v for v in jx.outvars[n_s:] if isinstance(v, jcore.Var)}
         for eqn in reversed(jx.eqns):
-            if any(v in needed for v in eqn.outvars):
+            if any(v in needed and v not in cut for v in eqn.outvars):
                 needed |= {v for v in eqn.invars if isinstance(v, jcore.Var)}
         self.output_reads_new = {i for i, v in enumerate(state_out) if v in needed}
 
@@ -850,8 +853,6 @@ class OnlineProgram:
         keeps every block.
         """
         self.pruned: List[Tuple[int, int]] = []
-        if keep_all:
-            return
         need = self._needed_blocks(self.output_reads_previous)
         if self.output_via_state:
             need_new = self._needed_blocks(self.output_reads_new)
@@ -860,6 +861,10 @@ class OnlineProgram:
                 self.output_via_state = False     # the previous-state form carries less
             else:
                 need = need_new
+        # the state leaves a loss's learning signal can reach (the others' signal is zero)
+        self.signalled = self.output_reads_new if self.output_via_state else self.output_reads_previous
+        if keep_all:
+            return
         self.pruned = sorted(k for k in self.block_index if k not in need)
         if not self.pruned:
             return
