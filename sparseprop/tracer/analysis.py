@@ -97,6 +97,7 @@ class _Walker:
         self.classify = classify
         self.call_site = None
         self.derivative_jaxprs: Dict = {}
+        self.key_shapes: Dict[Hashable, Tuple[int, ...]] = {}   # tracked input -> its shape
         self.result = Analysis(outputs=[])
 
     def source(self, eqn) -> str:
@@ -170,11 +171,23 @@ class _Walker:
                 raw = dict(raw)
                 raw[eqn.outvars[0]] = (key, tuple(perm[p] for p in eqn.params["permutation"]))
             for v, d, u in zip(eqn.outvars, outs, outs_uni):
+                d = self._sized(d, v)
                 env[v] = d
                 uni[v] = u & frozenset(d)
                 const[v] = out_const
         self.last_uniform = [read_uni(v) for v in jaxpr.outvars]
         return [read(v) for v in jaxpr.outvars]
+
+    def _sized(self, deps: Deps, v) -> Deps:
+        """Keep a match only where the input and `v` have the same size along it (every rule
+        does so; this holds the invariant for rules that forget, see structure.py)."""
+        shape = getattr(v.aval, "shape", ())
+        out = {}
+        for key, m in deps.items():
+            ks = self.key_shapes.get(key)
+            out[key] = m if ks is None else tuple(
+                j if j is None or ks[k] == shape[j] else None for k, j in enumerate(m))
+        return out
 
     def _rule_or_body(self, eqn, ins, here):
         name = eqn.primitive.name
@@ -266,6 +279,7 @@ class _Walker:
                 path=here, key=("synapse", k), param=key, perm=perm, param_side=side,
                 dimension_numbers=eqn.params["dimension_numbers"],
                 out_shape=tuple(eqn.outvars[0].aval.shape), source=self.source(eqn)))
+            self.key_shapes[("synapse", k)] = tuple(eqn.outvars[0].aval.shape)
             return True
         return False
 
@@ -378,6 +392,10 @@ def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
     An `Analysis` with the output dependencies and what was recorded.
     """
     walker = _Walker(mode, cut, classify, projections)
+    for v, deps in zip(jaxpr.invars, in_deps):
+        for key, m in deps.items():
+            if m == identity_map(len(v.aval.shape)):
+                walker.key_shapes[key] = tuple(v.aval.shape)
     walker.result.outputs = walker.walk(jaxpr, list(in_deps), (), dict(raw or {}))
     walker.result.uniform = walker.last_uniform
     return walker.result

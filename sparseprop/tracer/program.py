@@ -786,7 +786,10 @@ class OnlineProgram:
             value, vjp_fn, y = jax.vjp(local, list(p), [base[i] for i in S], has_aux=True)
             direct, lam = vjp_fn(jnp.ones_like(value))
         except ValueError as e:
-            raise _reverse_mode_error(e, self) from e
+            error = _reverse_mode_error(e, self)
+            if error is e:
+                raise
+            raise error from e
         # structurally zero signals skip their contractions (XLA keeps a product with zeros)
         lam = [lam_a if a in self.signalled else None for a, lam_a in zip(S, lam)]
         signal_traces = new_traces if via_new else traces
@@ -935,6 +938,7 @@ def _reverse_mode_error(e, prog: "OnlineProgram") -> Exception:
     """A TracerError naming the while_loop that the output's local reverse pass met, or `e`."""
     if "while_loop" not in str(e):
         return e
+
     def output(p, s, xs):
         return jax.tree_util.tree_leaves(prog.call_model(p, s, xs)[1])
     # only the part of the step that the output needs
