@@ -36,7 +36,7 @@ SPIKE = sp.surrogates.Triangle(scale=DAMP)     # H(u), derivative 0.3 · max(0, 
 sg = jax.lax.stop_gradient
 
 NETWORKS = ("lif", "alif")
-LAYOUTS = ("neuron_first", "batch_first")
+LAYOUTS = ("neuron_first", "neuron_batch", "batch_first")
 
 
 def mse(y, target):
@@ -181,7 +181,7 @@ def hand_lif_fn(alpha):
     return run
 
 
-def hand_alif_fn(alpha, kappa, layout: str = "neuron_first"):
+def hand_alif_fn(alpha, kappa, layout: str = "neuron_first", batch_sum: str = "dot"):
     """Hand-written e-prop for `alif_model(alpha, kappa)`: per-synapse ε^v, ε^a, ē.
 
     Per weight W (w_in with presynaptic x_t, w_rec with z_{t-1}), per example b and synapse (j, i):
@@ -193,26 +193,37 @@ def hand_alif_fn(alpha, kappa, layout: str = "neuron_first"):
     **Arguments:**
 
     - `alpha`: (n,) per-neuron leak; `kappa`: the shared readout leak (scalar).
-    - `layout`: `"neuron_first"` stores the per-synapse arrays as (n, pre, B) (the batch
-      sum is a contiguous inner reduction), `"batch_first"` as (B, n, pre).
+    - `layout`: how the per-synapse arrays are stored: `"neuron_first"` (n, pre, B) (the
+      batch sum is a contiguous inner reduction), `"neuron_batch"` (n, B, pre) or
+      `"batch_first"` (B, n, pre).
+    - `batch_sum`: `"dot"` (an einsum, i.e. a batched dot) or `"reduce"` (multiply and sum).
 
     **Raises:**
 
-    `ValueError` for an unknown layout.
+    `ValueError` for an unknown layout or batch_sum.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
-    nf = layout == "neuron_first"
-    a_ = alpha[:, None, None] if nf else alpha[None, :, None]
+    if batch_sum not in ("dot", "reduce"):
+        raise ValueError(f"batch_sum must be 'dot' or 'reduce'; got {batch_sum!r}")
+    axes = {"neuron_first": "jib", "neuron_batch": "jbi", "batch_first": "bji"}[layout]
 
-    def per_syn(post):       # a (B, n) per-neuron quantity broadcast over synapses
-        return post.T[:, None, :] if nf else post[:, :, None]
+    def put(array, have):  # broadcast a (B, n) ("bj") or (B, pre) ("bi") array into `axes`
+        return jnp.expand_dims(jnp.einsum(f"{have}->{''.join(c for c in axes if c in have)}", array),
+                               axes.index(next(c for c in "jib" if c not in have)))
 
-    def per_pre(pre):        # a (B, pre) presynaptic quantity broadcast over synapses
-        return pre.T[None, :, :] if nf else pre[:, None, :]
+    a_ = jnp.expand_dims(alpha, tuple(i for i, c in enumerate(axes) if c != "j"))
 
-    def batch_sum(L, ebar):  # Σ_b L[b, j] ē[b, j, i]
-        return jnp.einsum("jib,bj->ji", ebar, L) if nf else jnp.einsum("bji,bj->ji", ebar, L)
+    def per_syn(post):
+        return put(post, "bj")
+
+    def per_pre(pre):
+        return put(pre, "bi")
+
+    def reduce_batch(L, ebar):   # Σ_b L[b, j] ē[b, j, i]
+        if batch_sum == "dot":
+            return jnp.einsum(f"{axes},bj->ji", ebar, L)
+        return jnp.sum(ebar * per_syn(L), axis=axes.index("b"))     # every layout has j before i
 
     def run(params, states0, xs, targets):
         w_in, w_rec, w_out, b_out = params["w_in"], params["w_rec"], params["w_out"], params["b_out"]
@@ -222,7 +233,7 @@ def hand_alif_fn(alpha, kappa, layout: str = "neuron_first"):
         dtype = v0.dtype
 
         def zeros(pre):
-            return jnp.zeros((n, pre, B) if nf else (B, n, pre), dtype)
+            return jnp.zeros(tuple({"j": n, "i": pre, "b": B}[c] for c in axes), dtype)
 
         def body(c, inp):
             v, a, z, y, psi_prev, traces, zbar, bbar, g, loss = c
@@ -242,7 +253,7 @@ def hand_alif_fn(alpha, kappa, layout: str = "neuron_first"):
                 ev = a_ * ev + per_pre(pre)
                 eb = kappa * eb + per_syn(psi) * (ev - BETA * ea)
                 new_traces[name] = (ev, ea, eb)
-                g[name] = g[name] + batch_sum(L, eb)
+                g[name] = g[name] + reduce_batch(L, eb)
             # leaky readout: ∂y/∂W_out[k, j] = κ-filtered z_j, ∂y/∂b = κ-filtered 1
             zbar = kappa * zbar + z_new
             bbar = kappa * bbar + 1.0
@@ -260,8 +271,8 @@ def hand_alif_fn(alpha, kappa, layout: str = "neuron_first"):
     return run
 
 
-def hand_written_fn(network: str, consts: dict, layout: str = "neuron_first"):
+def hand_written_fn(network: str, consts: dict, layout: str = "neuron_first", batch_sum: str = "dot"):
     """The hand-written e-prop program of `network` (`consts` from `make_problem`)."""
     if network == "lif":
         return hand_lif_fn(consts["alpha"])
-    return hand_alif_fn(consts["alpha"], consts["kappa"], layout)
+    return hand_alif_fn(consts["alpha"], consts["kappa"], layout, batch_sum)

@@ -6,8 +6,8 @@ gradients summed over the batch inside each step:
 
 - `bptt`: `jax.value_and_grad` of a `lax.scan` (the full gradient);
 - `eprop`: sparseprop's generated program, `online_grad(model, mse, "eprop").run_batch`;
-- `hand`: the hand-written e-prop of `eprop_reference.py` (for ALIF both trace layouts,
-  `hand_nf` neuron-first and `hand_bf` batch-first; ratios use the faster of the two).
+- `hand`: the hand-written e-prop of `eprop_reference.py` (for ALIF in several trace
+  layouts, `hand_<variant>` of `VARIANTS`; ratios use the fastest of them per repetition).
 
 All programs of one point are compiled first, then timed round-robin (a warm-up call each,
 then `--repeats` rounds, median per program), and the whole round-robin is done twice
@@ -44,15 +44,21 @@ SIZES = ((128, 128), (256, 128), (512, 128), (256, 700))      # (n, m)
 QUICK_SIZES = ((32, 16),)
 
 
-def programs(network: str, problem: dict, layouts=ref.LAYOUTS) -> dict:
+#: hand-written ALIF variants: name -> (layout of the per-synapse arrays, how the batch sum is formed)
+VARIANTS = {"nf": ("neuron_first", "dot"), "nb": ("neuron_batch", "dot"), "bf": ("batch_first", "dot"),
+            "nf_sum": ("neuron_first", "reduce"), "nb_sum": ("neuron_batch", "reduce"),
+            "bf_sum": ("batch_first", "reduce")}
+TIMED_VARIANTS = ("nf", "bf")
+
+
+def programs(network: str, problem: dict, variants=TIMED_VARIANTS) -> dict:
     """name -> un-jitted function of (params, states0, xs, targets)."""
     fns = {"bptt": ref.bptt_fn(problem["model"]), "eprop": ref.sparseprop_fn(problem["model"], "eprop")}
     if network == "lif":
         fns["hand"] = ref.hand_written_fn("lif", problem["consts"])
     else:
-        for layout in layouts:
-            fns["hand_" + {"neuron_first": "nf", "batch_first": "bf"}[layout]] = \
-                ref.hand_written_fn("alif", problem["consts"], layout)
+        for v in variants:
+            fns["hand_" + v] = ref.hand_written_fn("alif", problem["consts"], *VARIANTS[v])
     return fns
 
 
@@ -90,11 +96,11 @@ def spike_rate(problem) -> float:
     return float(jnp.mean(jax.jit(lambda: jax.lax.scan(body, problem["states0"], problem["xs"])[1])()))
 
 
-def measure_point(network, n, m, k, batch, steps, repeats, reps) -> list:
+def measure_point(network, n, m, k, batch, steps, repeats, reps, variants=TIMED_VARIANTS) -> list:
     """Rows (one per repetition and program) for one network and size."""
     problem = ref.make_problem(network, n, m, k, batch, steps)
     args = _args(problem)
-    compiled = {name: jax.jit(f).lower(*args).compile() for name, f in programs(network, problem).items()}
+    compiled = {name: jax.jit(f).lower(*args).compile() for name, f in programs(network, problem, variants).items()}
     results = {name: c(*args) for name, c in compiled.items()}
     hands = [name for name in compiled if name.startswith("hand")]
     err = max(max_rel(results["eprop"][1], results[h][1]) for h in hands)
@@ -141,26 +147,28 @@ def _rss_child(spec: dict) -> dict:
 
 def rss_child_main(spec: dict) -> None:
     problem = ref.make_problem("alif", spec["n"], 700, 20, spec["batch"], spec["T"])
-    fn = programs("alif", problem, layouts=("neuron_first",))[spec["program"]]
+    fn = programs("alif", problem, variants=(spec["variant"],))[spec["program"]]
     jax.block_until_ready(jax.jit(fn)(*_args(problem)))
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def measure_shd(n, batch, steps, repeats, reps, rss=True) -> list:
-    """The SHD configuration (m = 700, k = 20, ALIF + leaky readout): ms/step, temp bytes, peak RSS."""
+def measure_shd(n, batch, steps, repeats, reps, rss=True, variant="bf", run=True) -> list:
+    """The SHD configuration (m = 700, k = 20, ALIF + leaky readout): ms/step, temp bytes, peak RSS.
+    With `run=False` only compiled (temp bytes, no timing)."""
     problem = ref.make_problem("alif", n, 700, 20, batch, steps)
     args = _args(problem)
-    fns = programs("alif", problem, layouts=("neuron_first",))
+    fns = programs("alif", problem, variants=(variant,))
     compiled, memory = {}, {}
     for name, f in fns.items():
         t0 = time.perf_counter()
         compiled[name] = jax.jit(f).lower(*args).compile()
         ma = compiled[name].memory_analysis()
         memory[name] = dict(temp_mb=ma.temp_size_in_bytes / 2 ** 20, compile_s=time.perf_counter() - t0)
-    timings = [time_round_robin(compiled, args, steps, repeats) for _ in range(reps)]
+    timings = [time_round_robin(compiled, args, steps, repeats) for _ in range(reps)] if run else []
     rows = []
     for name in fns:
-        peak = _rss_child(dict(n=n, batch=batch, T=steps, program=name)) if rss else {"peak_rss_mb": None}
+        peak = _rss_child(dict(n=n, batch=batch, T=steps, program=name, variant=variant)) if rss and run \
+            else {"peak_rss_mb": None}
         rows.append(dict(network="alif", n=n, m=700, k=20, batch=batch, T=steps, program=name,
                          **{f"ms_per_step_rep{i}": round(t[name][0], 3) for i, t in enumerate(timings)},
                          temp_mb=round(memory[name]["temp_mb"], 1), peak_rss_mb=peak["peak_rss_mb"] and
@@ -266,8 +274,9 @@ def markdown(rows, ratio_rows, shd_rows, hlo_rows, cfg) -> str:
              "- **bptt**: `jax.value_and_grad` of a `lax.scan` over the batched model (the full gradient).",
              "- **eprop**: sparseprop, `online_grad(model, mse, method=\"eprop\").run_batch` (jitted).",
              "- **hand**: a hand-written batched Bellec e-prop (LIF: factorised presynaptic traces, one "
-             "matmul per weight and step; ALIF: ε^v, ε^a, ē per synapse, neuron-first `nf` (n, pre, B) or "
-             "batch-first `bf` (B, n, pre); the ratio uses the faster layout of that repetition).", ""]
+             "matmul per weight and step; ALIF: ε^v, ε^a, ē per synapse stored neuron-first `nf` (n, pre, B), "
+             "`nb` (n, B, pre) or batch-first `bf` (B, n, pre), batch sum as a batched dot or, `_sum`, "
+             "multiply-and-reduce; the ratio uses the fastest variant of that repetition).", ""]
     for network, title in (("lif", "Recurrent LIF, shared leak, detached reset, plain readout"),
                            ("alif", "Recurrent ALIF (per-neuron leak) + leaky readout (shared κ)")):
         lines += [f"## {title}", "",
@@ -286,25 +295,29 @@ def markdown(rows, ratio_rows, shd_rows, hlo_rows, cfg) -> str:
                          f"{fmt('hand_over_bptt', '{:.2f}')} | {extra['eprop_vs_hand_relerr_f32']} | "
                          f"{extra['spike_rate']} |")
         if network == "alif":
-            lay = [r for r in ratio_rows if r["network"] == "alif" and "hand_nf" in r and "hand_bf" in r]
-            if lay:
-                lines += ["", "Hand-written ALIF layouts, ms/step (rep 0 / rep 1): " + "; ".join(
-                    f"n={n} m={m}: nf " + " / ".join(f"{r['hand_nf']:.3f}" for r in lay if (r['n'], r['m']) == (n, m))
-                    + ", bf " + " / ".join(f"{r['hand_bf']:.3f}" for r in lay if (r['n'], r['m']) == (n, m))
+            lay = [r for r in ratio_rows if r["network"] == "alif"]
+            names = sorted({r["program"] for r in rows if r["network"] == "alif" and r["program"].startswith("hand_")})
+            if len(names) > 1:
+                lines += ["", "Hand-written ALIF variants, ms/step (rep 0 / rep 1): " + "; ".join(
+                    f"n={n} m={m}: " + ", ".join(
+                        name[5:] + " " + " / ".join(f"{r[name]:.3f}" for r in lay if (r['n'], r['m']) == (n, m)
+                                                    and r.get(name) is not None)
+                        for name in names)
                     for n, m in sorted({(r['n'], r['m']) for r in lay})) + "."]
         lines.append("")
     if shd_rows:
         s = shd_rows[0]
         lines += ["## SHD configuration", "",
-                  f"700 inputs -> recurrent ALIF (n = {s['n']}, per-neuron leak) -> leaky readout of 20 "
-                  f"classes, T = {s['T']}, B = {s['batch']}, float32. Temp = XLA's compiled temp bytes "
-                  "(`memory_analysis().temp_size_in_bytes`); peak RSS = a fresh process that builds, "
-                  "compiles and runs the program once (includes jax itself, about 0.3 GB).", "",
-                  "| program | ms/step (rep 0 / rep 1) | temp MB | peak RSS MB | compile s |",
-                  "|---|---|---|---|---|"]
+                  f"700 inputs -> recurrent ALIF (per-neuron leak) -> leaky readout of 20 classes, T = {s['T']}, "
+                  "float32. Temp = XLA's compiled temp bytes (`memory_analysis().temp_size_in_bytes`, "
+                  "arguments excluded); peak RSS = a fresh process that builds, compiles and runs the program "
+                  "once (jax itself included). Rows without times were only compiled.", "",
+                  "| n | B | program | ms/step (rep 0 / rep 1) | temp MB | peak RSS MB | compile s |",
+                  "|---|---|---|---|---|---|---|"]
         for r in shd_rows:
-            reps = " / ".join(str(r[k_]) for k_ in r if k_.startswith("ms_per_step_rep"))
-            lines.append(f"| {r['program']} | {reps} | {r['temp_mb']} | {r['peak_rss_mb']} | {r['compile_s']} |")
+            reps = " / ".join(str(r[k_]) for k_ in r if k_.startswith("ms_per_step_rep") and r[k_] is not None)
+            lines.append(f"| {r['n']} | {r['batch']} | {r['program']} | {reps or 'compiled only'} | {r['temp_mb']} | "
+                         f"{r['peak_rss_mb'] if r['peak_rss_mb'] is not None else '-'} | {r['compile_s']} |")
         lines.append("")
     if hlo_rows:
         lines += ["## Loop body of the optimised HLO", "",
@@ -323,10 +336,16 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="tiny sizes, B=4, T=20 (a smoke run, < 30 s)")
     ap.add_argument("--networks", nargs="+", default=list(ref.NETWORKS))
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--variants", nargs="+", default=list(TIMED_VARIANTS), choices=list(VARIANTS),
+                    help="hand-written ALIF variants to time")
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--shd", nargs=2, type=int, default=None, metavar=("N", "B"),
-                    help="SHD configuration size (default 1024 16; 0 0 to skip)")
+                    help="SHD configuration size (default 512 16; 0 0 to skip)")
     ap.add_argument("--shd-repeats", type=int, default=3)
+    ap.add_argument("--shd-reps", type=int, default=2)
+    ap.add_argument("--shd-variant", default="bf", choices=list(VARIANTS), help="hand-written ALIF variant")
+    ap.add_argument("--shd-compile", nargs=2, type=int, default=None, metavar=("N", "B"),
+                    help="also compile (no run) the SHD configuration at this size: temp bytes only")
     ap.add_argument("--hlo", action="store_true", help="count loop-body ops of eprop and hand (m=128, n=256)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--docs", default=os.path.join(os.path.dirname(HERE), "docs", "eprop_benchmarks.md"))
@@ -338,23 +357,26 @@ def main(argv=None):
     quick = a.quick
     cfg = dict(batch=4 if quick else 16, T=20 if quick else 100, k=10, repeats=a.repeats)
     sizes = QUICK_SIZES if quick else SIZES
-    shd = a.shd or ((32, 4) if quick else (1024, 16))
+    shd = a.shd or ((32, 4) if quick else (512, 16))
     if not a.skip_grid:
         rows = []
         for network in a.networks:
             for n, m in sizes:
-                rows += measure_point(network, n, m, cfg["k"], cfg["batch"], cfg["T"], a.repeats, a.reps)
+                rows += measure_point(network, n, m, cfg["k"], cfg["batch"], cfg["T"], a.repeats, a.reps, a.variants)
         write_csv(rows, os.path.join(a.out, "eprop_speed.csv"))
         write_csv(ratios(rows), os.path.join(a.out, "eprop_speed_ratios.csv"))
-    if shd[0] > 0:
-        shd_rows = measure_shd(shd[0], shd[1], cfg["T"], 1 if quick else a.shd_repeats, a.reps, rss=not quick)
+    if shd[0] > 0 or a.shd_compile:
+        shd_rows = measure_shd(shd[0], shd[1], cfg["T"], 1 if quick else a.shd_repeats, a.shd_reps,
+                               rss=not quick, variant=a.shd_variant) if shd[0] > 0 else []
+        for n, b in ([a.shd_compile] if a.shd_compile else []):
+            shd_rows += measure_shd(n, b, cfg["T"], 0, 0, variant=a.shd_variant, run=False)
         write_csv(shd_rows, os.path.join(a.out, "eprop_shd.csv"))
     if a.hlo:
         hlo_rows = []
         for network in a.networks:
             for n, m in ((sizes[min(1, len(sizes) - 1)],) if quick else ((256, 128), (256, 700))):
                 problem = ref.make_problem(network, n, m, cfg["k"], cfg["batch"], cfg["T"])
-                for name, f in programs(network, problem).items():
+                for name, f in programs(network, problem, a.variants).items():
                     hlo_rows.append(dict(network=network, n=n, m=m, program=name,
                                          **loop_body_ops(f, _args(problem))))
                     print("  HLO", hlo_rows[-1], flush=True)
