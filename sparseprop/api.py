@@ -146,7 +146,7 @@ class OnlineLearner:
             raise ValueError(f"state_signal must have the state's structure ({len(prog.s_avals)} leaves); "
                              f"got {len(leaves)}")
         signals = [None if leaves[i] is None else jnp.asarray(leaves[i]) for i in prog.diff_states]
-        grads = prog.contract(signals, carry.traces)
+        grads = prog.contract(signals, carry.traces, jax.tree_util.tree_leaves(params))
         return jax.tree_util.tree_unflatten(prog.p_def, grads)
 
     def eligibility(self, params, carry: Carry):
@@ -164,7 +164,7 @@ class OnlineLearner:
         from .explain import block_kind
         prog = self._any_program(params, carry)
         return {(prog.state_names[b.state], prog.param_names[b.param]):
-                (block_kind(b.spec, len(prog.p_avals[b.param].shape)), T)
+                (block_kind(b.spec, len(prog.p_avals[b.param].shape), b.via), T)
                 for b, T in zip(prog.blocks, carry.traces)}
 
     def _any_program(self, params, carry):
@@ -312,8 +312,11 @@ def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exa
     - `model`: `model(params, state, x) -> (new_state, y)` for one example (no batch axis).
     - `loss_fn`: `loss_fn(y, target) -> scalar`; the sequence loss is the sum over steps.
       May be None for three-factor learning with external signals.
-    - `method`: `"exact"` (equals BPTT) or `"eprop"` (drops neuron-mixing paths from the
-      traces, reported by `explain()`), or a `sparseprop.tracer.methods.Method`.
+    - `method`: `"exact"` (RTRL, Williams & Zipser 1989: equals BPTT), `"eprop"` (e-prop,
+      Bellec et al. 2020: recurrent neuron-mixing paths cut in the whole step), `"ostl"`
+      (every mixing path cut from the traces, learning signal through the true step; after
+      Bohnstingl et al. 2022), `"snap1"` (SnAp-1, Menick et al. 2020), or a
+      `sparseprop.tracer.methods.Method`. What a method drops is reported by `explain()`.
 
     **Returns:**
 

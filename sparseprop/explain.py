@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Tuple
 
+from .tracer.errors import source_line
 from .tracer.program import OnlineProgram
 from .tracer.structure import is_diagonal
 
@@ -13,7 +14,8 @@ class BlockReport:
     """One trace block: d state / d param for one state leaf and one parameter leaf."""
     param: str
     state: str
-    kind: str            # "diagonal", "per-neuron (shared parameter)", "synaptic eligibility", "dense"
+    kind: str            # "diagonal", "per-neuron (shared parameter)", "synaptic eligibility", "dense",
+                         # "readout-filtered eligibility" (W · ē, see tracer/program.py Projection)
     shape: Tuple[int, ...]
     nbytes: int
     rule: str
@@ -88,7 +90,10 @@ def _bytes(n: int) -> str:
         n /= 1024
 
 
-def block_kind(spec, param_ndim: int) -> str:
+def block_kind(spec, param_ndim: int, via=None) -> str:
+    """The name of a trace block's storage (see `BlockReport.kind`)."""
+    if via is not None:
+        return "readout-filtered eligibility"
     if param_ndim == 0:
         return "per-neuron (shared parameter)"
     if is_diagonal(spec):
@@ -114,6 +119,14 @@ def explain(prog: OnlineProgram) -> Explanation:
     for blk in sorted(prog.blocks, key=lambda b: (b.param, b.state)):
         a, p = blk.state, blk.param
         e = f"e[{sn[a]},{pn[p]}]"
+        if blk.via is not None:
+            pr = prog._projection(blk.via)
+            b = sn[pr.source]
+            rule = (f"{e} = W · ē,  ē ← c ⊙ ē + c' ⊙ e[{b},{pn[p]}]  (W: the readout matrix of "
+                    f"{b} at {source_line(pr.eqn)}, at its current value; ē has the shape of e[{b},{pn[p]}])")
+            report.blocks.append(BlockReport(pn[p], sn[a], block_kind(blk.spec, 0, blk.via), blk.shape,
+                                             blk.nbytes, rule))
+            continue
         terms = []
         for key, m in sorted(prog.jmap[a].items(), key=str):
             if key[0] == "state" and (key[1], p) in prog.block_index:
@@ -129,10 +142,11 @@ def explain(prog: OnlineProgram) -> Explanation:
         rule = f"{e} ← " + (" + ".join(terms) if terms else "0")
         kind = block_kind(blk.spec, len(prog.p_avals[p].shape))
         report.blocks.append(BlockReport(pn[p], sn[a], kind, blk.shape, blk.nbytes, rule))
-    for mix in prog.mixing_analysis.mixing:
+    cut = {(c.path, c.operand) for c in prog.cuts}
+    for mix in prog.mixing_found:
         kind = "recurrent" if mix.recurrent else "feed-forward" if mix.reaches_state else "output only"
         report.mixing.append(MixingReport(mix.primitive, mix.source, tuple(sn[key[1]] for key in mix.states),
-                                          kind, mix in prog.cuts))
+                                          kind, (mix.path, mix.operand) in cut))
     for cut in prog.cuts:
         states = tuple(sn[key[1]] for key in cut.states)
         report.dropped.append(DroppedTerm(cut.primitive, cut.source, states))

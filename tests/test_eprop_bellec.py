@@ -51,7 +51,7 @@ def hand_written_eprop(p, xs, targets, beta, leaky_readout, feedback=None):
     ebar = {name: np.zeros((k,) + e.shape) for name, e in ev.items()}      # one per readout unit
     zbar, bbar, dy_dkappa = np.zeros((k, n)), np.zeros(k), np.zeros(k)
     grads = {name: np.zeros_like(val) for name, val in p.items()}
-    grads["alpha"] = np.zeros(n)           # per neuron; a shared leak's gradient is their sum
+    grads["alpha"], grads["kappa"] = np.zeros(n), np.zeros(k)   # per unit; a shared one sums them
     for x, target in zip(np.asarray(xs), np.asarray(targets)):
         pre = {"w_in": x, "w_rec": z, "alpha": v}          # presynaptic factor of each parameter
         for name in ev:
@@ -80,19 +80,20 @@ def hand_written_eprop(p, xs, targets, beta, leaky_readout, feedback=None):
         grads["w_out"] += err[:, None] * zbar
         grads["b_out"] += err * bbar
         grads["kappa"] += err * dy_dkappa if leaky_readout else 0.0
-    if p["alpha"].ndim == 0:
-        grads["alpha"] = grads["alpha"].sum()
+    for name in ("alpha", "kappa"):
+        if p[name].ndim == 0:
+            grads[name] = grads[name].sum()
     return grads
 
 
-def setup(n=9, m=5, k=3, shared_leak=False, seed=0):
+def setup(n=9, m=5, k=3, shared_leak=False, shared_kappa=False, seed=0):
     keys = jax.random.split(jax.random.PRNGKey(seed), 6)
     w_rec = jax.random.normal(keys[1], (n, n)) * 0.6
     params = {"alpha": jnp.array(0.9) if shared_leak else jnp.linspace(0.82, 0.95, n),
               "w_in": jax.random.normal(keys[0], (n, m)) * 1.4,
               "w_rec": w_rec * (1.0 - jnp.eye(n)),            # no self-connections (as in the paper)
               "w_out": jax.random.normal(keys[2], (k, n)),
-              "kappa": jnp.linspace(0.7, 0.9, k), "b_out": 0.1 * jax.random.normal(keys[5], (k,))}
+              "kappa": jnp.array(0.8) if shared_kappa else jnp.linspace(0.7, 0.9, k), "b_out": 0.1 * jax.random.normal(keys[5], (k,))}
     T = 40
     xs = (jax.random.uniform(keys[3], (T, m)) < 0.35).astype(jnp.float64) * 1.5
     targets = jax.random.normal(keys[4], (T, k))
@@ -104,7 +105,8 @@ CASES = {
     "recurrent ALIF + leaky readout, per-neuron leak": dict(beta=BETA, leaky_readout=True, shared_leak=False),
     "recurrent LIF + plain readout, per-neuron leak": dict(beta=0.0, leaky_readout=False, shared_leak=False),
     "recurrent LIF + plain readout, shared leak": dict(beta=0.0, leaky_readout=False, shared_leak=True),
-    "recurrent ALIF + leaky readout, shared leak": dict(beta=BETA, leaky_readout=True, shared_leak=True),
+    "recurrent ALIF + leaky readout, shared leak and readout leak": dict(beta=BETA, leaky_readout=True,
+                                                                         shared_leak=True, shared_kappa=True),
 }
 
 
@@ -118,7 +120,7 @@ def _spikes(model, params, state0, xs):
 @pytest.mark.parametrize("name", list(CASES))
 def test_eprop_equals_hand_written_bellec(name):
     opts = CASES[name]
-    params, state0, xs, targets = setup(shared_leak=opts["shared_leak"])
+    params, state0, xs, targets = setup(shared_leak=opts["shared_leak"], shared_kappa=opts.get("shared_kappa", False))
     model = network(opts["beta"], opts["leaky_readout"])
     assert _spikes(model, params, state0, xs) > 20
     learner = sp.online_grad(model, mse, method="eprop")
@@ -161,6 +163,23 @@ def test_random_feedback_eprop_equals_hand_written():
     # the feedback really replaces W_outᵀ: e-prop proper gives another gradient
     proper = hand_written_eprop(params, xs, targets, BETA, True)
     assert max_relative_error(total.grads["w_in"], proper["w_in"] * 2) > 1e-3
+
+
+def test_shared_readout_leak_keeps_one_filtered_eligibility():
+    """With one κ, the readout's traces are W_out · ē (Bellec's κ-filtered eligibility), not one
+    block per readout unit: per synapse, ε^v, ε^a, e (for the next step's ε^a) and ē."""
+    n, m, k = 16, 7, 5
+    params, state0, xs, _ = setup(n=n, m=m, k=k, shared_kappa=True)
+    learner = sp.online_grad(network(BETA, True), mse, method="eprop")
+    report = learner.explain(params, state0, xs[0], print_report=False)
+    per_synapse = 4 * n * (n + m) * 8
+    # leak traces (ε^v, ε^a, e, ē per neuron), w_out's (one κ-filtered z̄), kappa's and b_out's
+    per_neuron = 4 * n * 8 + n * 8 + 2 * k * 8
+    assert report.trace_bytes == per_synapse + per_neuron
+    assert any(b.kind == "readout-filtered eligibility" for b in report.blocks)
+    # per-unit κ: one filtered eligibility per readout unit, stored as full readout blocks
+    per_unit = dict(params, kappa=jnp.linspace(0.7, 0.9, k))
+    assert learner.explain(per_unit, state0, xs[0], print_report=False).trace_bytes > report.trace_bytes
 
 
 def test_feedback_matmul_checks_shapes():

@@ -79,8 +79,9 @@ class Analysis:
 
 
 class _Walker:
-    def __init__(self, mode: str, cut=lambda mixing: False, classify=lambda mixing: None):
+    def __init__(self, mode: str, cut=lambda mixing: False, classify=lambda mixing: None, projections=None):
         self.mode = mode
+        self.projections = projections or {}
         self.cut = cut
         self.classify = classify
         self.call_site = None
@@ -131,6 +132,10 @@ class _Walker:
                 outs = self.walk(sub, ins, here, inner_raw, ins_uni, ins_const)
                 self.call_site = outer_site
                 outs_uni = self.last_uniform
+            elif here in self.projections:
+                key = self.projections[here]
+                outs = [{key: identity_map(len(eqn.outvars[0].aval.shape))}]
+                outs_uni = [frozenset([key])]
             elif self.mode == "jacobian" and name == "dot_general" and self._synapse(eqn, ins, here, raw):
                 key = self.result.synapses[-1].key
                 outs = [{key: identity_map(len(eqn.outvars[0].aval.shape))}]
@@ -295,7 +300,8 @@ def _derivative_jaxpr(eqn):
 
 
 def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
-            cut=lambda mixing: False, classify=lambda mixing: None) -> Analysis:
+            cut=lambda mixing: False, classify=lambda mixing: None,
+            projections: Optional[Dict[Path, Hashable]] = None) -> Analysis:
     """Walk `jaxpr` (open) with `in_deps` for its invars.
 
     **Arguments:**
@@ -309,12 +315,14 @@ def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
     - `classify`: in mixing mode, called on each found `Mixing` before `cut` (to set its
       `recurrent` / `reaches_state` flags). The output dependencies then also carry a
       `MixTag(path)` key for every mixing equation whose result reaches that output.
+    - `projections`: equations (by path) whose result stands for a tracked input of its own
+      (`{path: key}`): a readout of a new state leaf whose trace is kept filtered (program.py).
 
     **Returns:**
 
     An `Analysis` with the output dependencies and what was recorded.
     """
-    walker = _Walker(mode, cut, classify)
+    walker = _Walker(mode, cut, classify, projections)
     walker.result.outputs = walker.walk(jaxpr, list(in_deps), (), dict(raw or {}))
     walker.result.uniform = walker.last_uniform
     return walker.result

@@ -21,9 +21,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.extend import core as jcore
+from jax._src.interpreters import partial_eval as pe
 
 from . import jacobian as jac
-from .analysis import Analysis, Mixing, MixTag, Synapse, analyse
+from .analysis import NEURON_AXIS, Analysis, Mixing, MixTag, Synapse, analyse
 from .errors import TracerError, source_line
 from .interpreter import FORWARD_DIFFERENTIABLE, bind, evaluate, forward
 from .jaxpr_util import all_equations, equation_at, live_program
@@ -46,10 +47,31 @@ class TraceBlock:
     shape: Tuple[int, ...]
     dtype: object
     factorised: bool = False   # stored without the neuron axes: e[i, l] = ū[l] for every i
+    via: Hashable = None       # a readout's block kept as W · ē: the key of its `Projection`
 
     @property
     def nbytes(self) -> int:
         return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Projection:
+    """A readout `y ← c·y + W · s_b` of new state leaf b through a fixed matrix W.
+
+    With c and the readout's coefficient scalars, M[y, p] = W · ē[b, p] for every parameter p
+    that reaches b, where ē_t = c ē_{t-1} + M_t[b, p] is b's trace filtered by the readout
+    (the κ-filtered eligibility of e-prop, Bellec et al. 2020): one trace like b's instead of
+    one per readout unit. W is taken at its current value (constant while parameters are).
+    """
+    path: Tuple[int, ...]      # the dot_general in the JVP program (top level)
+    key: Hashable              # ("projection", k): the tracked input standing for W · ds_b
+    source: int                # b: flat index of the state leaf read out
+    side: int                  # operand position of ds_b in the dot_general
+    eqn: object
+
+    def apply(self, w, t):
+        """W · t for a tangent (or trace slice) `t` shaped like state b."""
+        return bind(self.eqn, [w, t] if self.side == 1 else [t, w])[0]
 
 
 class OnlineProgram:
@@ -69,7 +91,13 @@ class OnlineProgram:
         self.diff_states = [i for i, v in enumerate(s) if _inexact(v)]
         self._trace_model(p, s, xs)
         self._trace_jvp(p, s, xs)
-        self._plan()
+        self.projections = self._find_projections(len(p))
+        while True:     # a readout that cannot be kept filtered is analysed as a plain operation
+            self._analyse_jacobian()
+            rejected = self._plan()
+            if not rejected:
+                break
+            self.projections = [pr for pr in self.projections if pr.key not in rejected]
         self._plan_output(p, s, xs)
 
     # ---------------------------------------------------------------- tracing
@@ -96,6 +124,9 @@ class OnlineProgram:
         graph = analyse(self.model_jaxpr, in_deps, mode="mixing").outputs[:len(s)]
         found = analyse(self.model_jaxpr, in_deps, mode="mixing", cut=lambda mix: True)
         flags = _mixing_flags(found, graph)
+        for mix in found.mixing:
+            _set_flags(mix, flags)
+        self.mixing_found = found.mixing     # every mixing equation, for explain()
         self.mixing_analysis = analyse(self.model_jaxpr, in_deps, mode="mixing", cut=self.method.cut,
                                        classify=lambda mix: _set_flags(mix, flags))
         self.cuts = [m for m in self.mixing_analysis.mixing if self.method.cut(m)]
@@ -144,12 +175,47 @@ class OnlineProgram:
         in_deps = [{} for _ in range(n_in)]
         in_deps += [{("param", j): identity_map(len(p[j].shape))} for j in range(len(p))]
         in_deps += [{("state", i): identity_map(len(s[i].shape))} for i in ds_idx]
-        raw = {v: (("param", j), identity_map(len(p[j].shape))) for j, v in enumerate(dp_vars)}
-        self.jacobian_analysis: Analysis = analyse(jx, in_deps, mode="jacobian", raw=raw)
-        n_out = len(ds_idx)
+        self._jvp_in_deps = in_deps
+        self._jvp_raw = {v: (("param", j), identity_map(len(p[j].shape))) for j, v in enumerate(dp_vars)}
+
+    def _analyse_jacobian(self):
+        """The structural pass over the JVP program (with the current readout projections)."""
+        self.jacobian_analysis: Analysis = analyse(
+            self.jvp_jaxpr.jaxpr, self._jvp_in_deps, mode="jacobian", raw=self._jvp_raw,
+            projections={pr.path: pr.key for pr in self.projections})
+        n_out = len(self.diff_states)
         self.tangent_deps = self.jacobian_analysis.outputs[n_out: 2 * n_out]
         self._synapse_out_dtype = {syn.key[1]: self._synapse_eqn_dtype(syn)
                                    for syn in self.jacobian_analysis.synapses}
+
+    def _projection(self, key) -> "Projection":
+        return next(pr for pr in self.projections if pr.key == key)
+
+    def _find_projections(self, n_params) -> List["Projection"]:
+        """Readouts of a new state leaf through a fixed matrix: `dot_general(W, ds_b)` at the top
+        level of the JVP program, with W computed from parameters alone and the product mixing
+        b's neuron axis. Such a readout's trace can be kept as a filtered copy of b's trace
+        (`Projection`)."""
+        jx = self.jvp_jaxpr.jaxpr
+        S = self.diff_states
+        n = len(S)
+        tangent_of = {v: S[pos] for pos, v in enumerate(jx.outvars[n: 2 * n]) if isinstance(v, jcore.Var)}
+        param_only = set(jx.invars[:n_params]) | set(jx.constvars)
+        for eqn in jx.eqns:
+            if all(isinstance(v, jcore.Literal) or v in param_only for v in eqn.invars):
+                param_only |= set(eqn.outvars)
+        found = []
+        for i, eqn in enumerate(jx.eqns):
+            if eqn.primitive.name != "dot_general":
+                continue
+            for side in (0, 1):
+                t, w = eqn.invars[side], eqn.invars[1 - side]
+                contracting = eqn.params["dimension_numbers"][0][side]
+                if (isinstance(t, jcore.Var) and t in tangent_of and NEURON_AXIS in contracting
+                        and (isinstance(w, jcore.Literal) or w in param_only)):
+                    found.append(Projection((i,), ("projection", len(found)), tangent_of[t], side, eqn))
+                    break
+        return found
 
     # ---------------------------------------------------------------- planning
     def _input_shape(self, key):
@@ -158,6 +224,8 @@ class OnlineProgram:
             return tuple(self.p_avals[k].shape)
         if kind == "state":
             return tuple(self.s_avals[k].shape)
+        if kind == "projection":
+            return tuple(self._projection(key).eqn.outvars[0].aval.shape)
         return self.jacobian_analysis.synapses[k].out_shape
 
     def _synapse_param_map(self, syn: Synapse) -> AxisMap:
@@ -204,6 +272,9 @@ class OnlineProgram:
             self.blocks.append(TraceBlock(a, pj, spec, shape, dtype))
         self.block_index = {(b.state, b.param): i for i, b in enumerate(self.blocks)}
         self._factorise()
+        rejected = self._plan_projections()
+        if rejected:
+            return rejected
         self._plan_probes()
         dense = sum(b.nbytes for b in self.blocks if all(s is None for s in b.spec) and len(b.spec))
         if dense > DENSE_WARNING_BYTES:
@@ -211,6 +282,45 @@ class OnlineProgram:
                 f"sparseprop: exact online learning needs dense trace blocks of {dense / 2**20:.1f} MiB "
                 f"per example (a matrix or reduction couples neurons of the previous state); "
                 f"method='eprop' keeps traces per neuron. See learner.explain().", stacklevel=4)
+        return set()
+
+    def _plan_projections(self):
+        """Keep each readout projection as filtered traces (`Projection`) where that is exact;
+        returns the keys of those that are not (they are then analysed as plain operations).
+
+        Exact when the readout y is the only state the projection reaches, its Jacobians on
+        itself and on the projection are scalars times the identity (uniformity.py), nothing
+        else brings a parameter of b's traces into y, and no other state reads y; chosen when
+        b's traces are smaller than y's dense blocks would be.
+        """
+        S = self.diff_states
+        uniform = {a: self.jacobian_analysis.uniform[len(S) + pos] for pos, a in enumerate(S)}
+        rejected = set()
+        for pr in self.projections:
+            targets = [a for a in S if pr.key in self.jmap[a]]
+            b = pr.source
+            params = [pj for (bb, pj) in self.block_index if bb == b]
+            if not targets:
+                continue
+            y = targets[0]
+            ok = (len(targets) == 1 and not self.method.one_step_pattern
+                  and self.jmap[y][pr.key] == identity_map(len(self._input_shape(pr.key)))
+                  and pr.key in uniform[y]
+                  and (("state", y) not in self.jmap[y] or ("state", y) in uniform[y])
+                  and not any((y, pj) in self.block_index for pj in params)
+                  and not any(("state", y) in self.jmap[a] for a in S if a != y)
+                  # worth it only where ē is smaller than the readout's own (dense) blocks
+                  and sum(self.blocks[self.block_index[(b, pj)]].nbytes for pj in params)
+                  <= sum(np.prod(self.s_avals[y].shape + self.p_avals[pj].shape, dtype=np.int64)
+                         * np.dtype(self.blocks[self.block_index[(b, pj)]].dtype).itemsize for pj in params))
+            if not ok:
+                rejected.add(pr.key)
+                continue
+            for pj in params:
+                src = self.blocks[self.block_index[(b, pj)]]
+                self.block_index[(y, pj)] = len(self.blocks)
+                self.blocks.append(TraceBlock(y, pj, src.spec, src.shape, src.dtype, src.factorised, pr.key))
+        return rejected
 
     def _probe_plan(self, reverse):
         """Forward probes for every input that a new state outside `reverse` depends on."""
@@ -324,23 +434,33 @@ class OnlineProgram:
             overrides = {}
             for syn in an.synapses:
                 def take(eqn, invals, syn=syn):
-                    captured[syn.key[1]] = invals[1 - syn.param_side]
+                    captured[syn.key] = invals[1 - syn.param_side]
                     if syn.key in tangents:
                         return [tangents[syn.key]]
                     aval = eqn.outvars[0].aval
                     return [jnp.zeros(aval.shape, aval.dtype)]   # reaches no new state
                 overrides[syn.path] = take
+            for pr in self.projections:
+                def readout(eqn, invals, pr=pr):
+                    captured[pr.key] = invals[1 - pr.side]
+                    if pr.key in tangents:
+                        return [tangents[pr.key]]
+                    aval = eqn.outvars[0].aval
+                    return [jnp.zeros(aval.shape, aval.dtype)]
+                overrides[pr.path] = readout
             dp = [tangents.get(("param", j), jnp.zeros(v.shape, v.dtype)) for j, v in enumerate(self.p_avals)]
             ds = [tangents.get(("state", i), jnp.zeros(self.s_avals[i].shape, self.s_avals[i].dtype))
                   for i in S]
             outs = evaluate(jx.jaxpr, jx.consts, list(p) + list(s) + list(xs) + dp + ds, overrides)
             n = len(S)
-            return outs[:n] + outs[2 * n:], outs[n: 2 * n], [captured[k] for k in range(len(an.synapses))]
+            return outs[:n] + outs[2 * n:], outs[n: 2 * n], [captured[key] for key in captured_keys]
 
+        captured_keys = [syn.key for syn in an.synapses] + [pr.key for pr in self.projections]
         if self.n_probes:
             new_s, tangents, us = jax.vmap(run, in_axes=(0,), out_axes=(None, 0, None))(batched)
         else:   # every block comes from reverse rows
             new_s, _, us = run({})
+        us = dict(zip(captured_keys, us))
         blocks: Dict[Tuple[int, Hashable], jac.StructJac] = {}
         for key, comp, offset, count in self.probe_plan:
             in_shape = self._input_shape(key)
@@ -391,6 +511,8 @@ class OnlineProgram:
             return self.p_avals[key[1]].dtype
         if key[0] == "state":
             return self.s_avals[key[1]].dtype
+        if key[0] == "projection":
+            return self._projection(key).eqn.outvars[0].aval.dtype
         return self._synapse_out_dtype[key[1]]
 
     def _synapse_eqn_dtype(self, syn: Synapse):
@@ -426,13 +548,14 @@ class OnlineProgram:
         array = jac.einsum([psi.array, u], [s_out + s_free, u_labels], out)
         return jac.StructJac(array, spec, p_shape)
 
-    def contract(self, signals, traces, batched: bool = False):
+    def contract(self, signals, traces, p, batched: bool = False):
         """Σ_a signal_a · M[a, p] for every parameter p: the learning signal meets the traces.
 
         **Arguments:**
 
         - `signals`: one array per differentiable state leaf (a cotangent, d loss / d state), or None.
         - `traces`: the trace blocks.
+        - `p`: the parameter leaves (a readout block W · ē needs the current W).
         - `batched`: signals and traces carry a leading batch axis, summed over (one contraction).
 
         **Returns:**
@@ -441,13 +564,22 @@ class OnlineProgram:
         """
         S = self.diff_states
         grads = [jnp.zeros(a.shape, a.dtype) for a in self.p_avals]
+        weights = self.projection_weights(p) if any(b.via for b in self.blocks) else {}
         for blk, T in zip(self.blocks, traces):
             sig = signals[S.index(blk.state)]
             if sig is None:
                 continue
+            a = blk.state
+            if blk.via is not None:    # λ_y · (W · ē) = (Wᵀ λ_y) · ē: the signal moves back to b
+                pr = self._projection(blk.via)
+                a = pr.source
+                zero = jnp.zeros(self.s_avals[a].shape, self.s_avals[a].dtype)
+                back = lambda lam, pr=pr, zero=zero: jax.vjp(
+                    lambda t: pr.apply(weights[pr.key], t), zero)[1](lam)[0]
+                sig = jax.vmap(back)(sig) if batched else back(sig)
             fresh = jac.Labels()
             p_labels = [fresh() for _ in self.p_avals[blk.param].shape]
-            a_labels = [fresh() for _ in self.s_avals[blk.state].shape]
+            a_labels = [fresh() for _ in self.s_avals[a].shape]
             for k, j in enumerate(blk.spec):
                 if j is not None:
                     a_labels[j] = p_labels[k]
@@ -457,6 +589,19 @@ class OnlineProgram:
             g = jac.einsum([sig, T], [batch + a_labels, batch + t_labels], p_labels)
             grads[blk.param] = grads[blk.param] + g.astype(grads[blk.param].dtype)
         return grads
+
+    def projection_weights(self, p) -> Dict[Hashable, object]:
+        """The fixed matrix W of every readout projection, computed from the parameters alone."""
+        if not self.projections:
+            return {}
+        jx = self.jvp_jaxpr.jaxpr
+        ws = [pr.eqn.invars[1 - pr.side] for pr in self.projections]
+        wanted = [w for w in ws if isinstance(w, jcore.Var)]
+        program, used = pe.dce_jaxpr(jx.replace(outvars=wanted), [True] * len(wanted))
+        args = [v for v, u in zip(list(p) + [None] * (len(jx.invars) - len(p)), used) if u]
+        values = iter(evaluate(program, self.jvp_jaxpr.consts, args, {}))
+        return {pr.key: (w.val if isinstance(w, jcore.Literal) else next(values))
+                for pr, w in zip(self.projections, ws)}
 
     def advance(self, p, s, xs, traces):
         """New state and new traces of one example (no loss involved)."""
@@ -469,6 +614,14 @@ class OnlineProgram:
         new_traces = []
         for blk, T in zip(self.blocks, traces):
             a, pj = blk.state, blk.param
+            if blk.via is not None:
+                # ē_t = c ē_{t-1} + c' M_t[b, p]: b's block comes earlier, so it is already new
+                source = new_traces[self.block_index[(self._projection(blk.via).source, pj)]]
+                total = _scalar(J[(a, blk.via)].array) * source
+                if (a, ("state", a)) in J:
+                    total = total + _scalar(J[(a, ("state", a))].array) * T
+                new_traces.append(total.astype(blk.dtype))
+                continue
             parts = []
             state_terms = [(k, v) for (aa, k), v in J.items() if aa == a and k[0] == "state"]
             synapses = [syn for syn in an.synapses if syn.param == ("param", pj) and (a, syn.key) in J]
@@ -482,7 +635,7 @@ class OnlineProgram:
                 for syn in synapses:
                     psi = J[(a, syn.key)]
                     ones = jac.StructJac(jnp.ones_like(psi.array), psi.spec, psi.in_shape)
-                    row = self.synapse_block(ones, us[syn.key[1]], syn)
+                    row = self.synapse_block(ones, us[syn.key], syn)
                     row = jac.respec(row, blk.spec).array[(0,) * len(self.s_avals[a].shape)]
                     total = total + _scalar(psi.array) * row
                 new_traces.append(total.astype(blk.dtype))
@@ -495,7 +648,7 @@ class OnlineProgram:
             if (a, ("param", pj)) in J:
                 parts.append(J[(a, ("param", pj))])
             for syn in synapses:
-                parts.append(self.synapse_block(J[(a, syn.key)], us[syn.key[1]], syn))
+                parts.append(self.synapse_block(J[(a, syn.key)], us[syn.key], syn))
             total = jac.add(parts, blk.spec)
             new_traces.append(jnp.zeros(blk.shape, blk.dtype) if total is None
                               else total.array.astype(blk.dtype))
@@ -503,6 +656,7 @@ class OnlineProgram:
 
     def _full_block(self, i, T) -> jac.StructJac:
         blk = self.blocks[i]
+        assert blk.via is None, "a readout's filtered trace is read by no other state (_plan_projections)"
         p_shape = self.p_avals[blk.param].shape
         if blk.factorised:
             a_shape = tuple(self.s_avals[blk.state].shape)
@@ -553,7 +707,7 @@ class OnlineProgram:
         value, vjp_fn, y = jax.vjp(local, list(p), [base[i] for i in S], has_aux=True)
         direct, lam = vjp_fn(jnp.ones_like(value))
         signal_traces = new_traces if via_new else traces
-        grads = [g + c for g, c in zip(direct, self.contract(lam, signal_traces, batched))]
+        grads = [g + c for g, c in zip(direct, self.contract(lam, signal_traces, p, batched))]
         return list(new_s), new_traces, value, y, grads
 
     # ------------------------------------------------------- output through the new state
