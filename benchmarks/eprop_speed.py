@@ -48,7 +48,7 @@ QUICK_SIZES = ((32, 16),)
 VARIANTS = {"nf": ("neuron_first", "dot"), "nb": ("neuron_batch", "dot"), "bf": ("batch_first", "dot"),
             "nf_sum": ("neuron_first", "reduce"), "nb_sum": ("neuron_batch", "reduce"),
             "bf_sum": ("batch_first", "reduce")}
-TIMED_VARIANTS = ("nf", "bf")
+TIMED_VARIANTS = ("nb", "bf")
 
 
 def programs(network: str, problem: dict, variants=TIMED_VARIANTS) -> dict:
@@ -152,7 +152,7 @@ def rss_child_main(spec: dict) -> None:
     print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
-def measure_shd(n, batch, steps, repeats, reps, rss=True, variant="bf", run=True) -> list:
+def measure_shd(n, batch, steps, repeats, reps, rss=True, variant="nb", run=True) -> list:
     """The SHD configuration (m = 700, k = 20, ALIF + leaky readout): ms/step, temp bytes, peak RSS.
     With `run=False` only compiled (temp bytes, no timing)."""
     problem = ref.make_problem("alif", n, 700, 20, batch, steps)
@@ -196,6 +196,18 @@ def loop_body_ops(fn, args) -> dict:
                 fusion=sum(op == "fusion" for op, _ in ops) - custom,
                 copy=sum(op == "copy" for op, _ in ops), transpose=sum(op == "transpose" for op, _ in ops),
                 instructions=len(lines))
+
+
+def trace_floats_per_example(network: str, problem: dict) -> dict:
+    """Floats of eligibility state carried per example: sparseprop's blocks vs the hand-written program."""
+    import sparseprop as sp
+    learner = sp.online_grad(problem["model"], ref.mse, method="eprop")
+    one = lambda tree: jax.tree_util.tree_map(lambda v: v[0], tree)
+    prog = learner.program(problem["params"], one(problem["states0"]), problem["xs"][0, 0])
+    eprop = sum(int(jnp.prod(jnp.array(b.shape))) for b in prog.blocks)
+    n, m = problem["params"]["w_in"].shape
+    hand = (n + m) if network == "lif" else 3 * n * (n + m)
+    return {"eprop": eprop, "hand": hand}
 
 
 # ---------------------------------------------------------------------------------------
@@ -322,11 +334,13 @@ def markdown(rows, ratio_rows, shd_rows, hlo_rows, cfg) -> str:
     if hlo_rows:
         lines += ["## Loop body of the optimised HLO", "",
                   "Top-level instructions of the scan's while-body (`jax.jit(f).lower(...).compile().as_text()`).", "",
-                  "| network | n | m | program | dot | fusion | copy | transpose | instructions |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+                  "Trace floats: eligibility state carried per example (sparseprop: its trace blocks; BPTT: none, "
+                  "it stores the T states instead).", "",
+                  "| network | n | m | program | dot | fusion | copy | transpose | instructions | trace floats / example |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for r in hlo_rows:
             lines.append(f"| {r['network']} | {r['n']} | {r['m']} | {r['program']} | {r['dot']} | {r['fusion']} | "
-                         f"{r['copy']} | {r['transpose']} | {r['instructions']} |")
+                         f"{r['copy']} | {r['transpose']} | {r['instructions']} | {r.get('trace_floats_per_example') or '-'} |")
         lines.append("")
     return "\n".join(lines)
 
@@ -343,7 +357,7 @@ def main(argv=None):
                     help="SHD configuration size (default 512 16; 0 0 to skip)")
     ap.add_argument("--shd-repeats", type=int, default=3)
     ap.add_argument("--shd-reps", type=int, default=2)
-    ap.add_argument("--shd-variant", default="bf", choices=list(VARIANTS), help="hand-written ALIF variant")
+    ap.add_argument("--shd-variant", default="nb", choices=list(VARIANTS), help="hand-written ALIF variant")
     ap.add_argument("--shd-compile", nargs=2, type=int, default=None, metavar=("N", "B"),
                     help="also compile (no run) the SHD configuration at this size: temp bytes only")
     ap.add_argument("--hlo", action="store_true", help="count loop-body ops of eprop and hand (m=128, n=256)")
@@ -376,9 +390,11 @@ def main(argv=None):
         for network in a.networks:
             for n, m in ((sizes[min(1, len(sizes) - 1)],) if quick else ((256, 128), (256, 700))):
                 problem = ref.make_problem(network, n, m, cfg["k"], cfg["batch"], cfg["T"])
+                floats = trace_floats_per_example(network, problem)
                 for name, f in programs(network, problem, a.variants).items():
                     hlo_rows.append(dict(network=network, n=n, m=m, program=name,
-                                         **loop_body_ops(f, _args(problem))))
+                                         **loop_body_ops(f, _args(problem)),
+                                         trace_floats_per_example=floats.get(name[:4] if name != "eprop" else name, "")))
                     print("  HLO", hlo_rows[-1], flush=True)
         write_csv(hlo_rows, os.path.join(a.out, "eprop_hlo.csv"))
     # the table and figure are rendered from whatever CSVs are in --out (parts can be re-measured alone)
