@@ -27,7 +27,6 @@ import json
 import os
 import platform
 import re
-import resource
 import statistics
 import subprocess
 import sys
@@ -149,7 +148,10 @@ def rss_child_main(spec: dict) -> None:
     problem = ref.make_problem("alif", spec["n"], 700, 20, spec["batch"], spec["T"])
     fn = programs("alif", problem, variants=(spec["variant"],))[spec["program"]]
     jax.block_until_ready(jax.jit(fn)(*_args(problem)))
-    print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    # VmHWM, not getrusage's maxrss: after fork + exec the latter keeps the parent's peak
+    with open("/proc/self/status") as f:
+        hwm_kb = next(int(line.split()[1]) for line in f if line.startswith("VmHWM"))
+    print(json.dumps({"peak_rss_mb": hwm_kb / 1024}))
 
 
 def measure_shd(n, batch, steps, repeats, reps, rss=True, variant="nb", run=True) -> list:
@@ -363,6 +365,8 @@ def main(argv=None):
     ap.add_argument("--hlo", action="store_true", help="count loop-body ops of eprop and hand (m=128, n=256)")
     ap.add_argument("--out", default=os.path.join(HERE, "results"))
     ap.add_argument("--docs", default=os.path.join(os.path.dirname(HERE), "docs", "eprop_benchmarks.md"))
+    ap.add_argument("--shd-rss", nargs=2, type=int, default=None, metavar=("N", "B"),
+                    help="only (re)measure the peak RSS of the timed SHD rows of this size in the CSV")
     ap.add_argument("--skip-grid", action="store_true", help="only the SHD / HLO parts (table from existing CSVs)")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args(argv)
@@ -385,6 +389,15 @@ def main(argv=None):
         for n, b in ([a.shd_compile] if a.shd_compile else []):
             shd_rows += measure_shd(n, b, cfg["T"], 0, 0, variant=a.shd_variant, run=False)
         write_csv(shd_rows, os.path.join(a.out, "eprop_shd.csv"))
+    if a.shd_rss:     # (re)measure the peak RSS of SHD rows already in the CSV
+        path = os.path.join(a.out, "eprop_shd.csv")
+        shd_rows = read_csv(path)
+        for r in shd_rows:
+            if (r["n"], r["batch"]) == tuple(a.shd_rss) and r.get("ms_per_step_rep0") is not None:
+                r["peak_rss_mb"] = round(_rss_child(dict(n=r["n"], batch=r["batch"], T=r["T"], program=r["program"],
+                                                         variant=a.shd_variant))["peak_rss_mb"], 1)
+                print("  RSS", r["program"], r["peak_rss_mb"], flush=True)
+        write_csv(shd_rows, path)
     if a.hlo:
         hlo_rows = []
         for network in a.networks:
