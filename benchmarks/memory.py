@@ -18,9 +18,13 @@ def main(argv=None):
     ap.add_argument("--methods", nargs="*", default=list(bench.METHODS))
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--inputs", type=int, default=256, help="input width m")
-    ap.add_argument("--csv", default=os.path.join(HERE, "results", "memory.csv"))
-    ap.add_argument("--png", default=os.path.join(ROOT, "docs", "img", "memory.png"))
+    ap.add_argument("--csv", default=None, help="default: benchmarks/results/memory.csv (out/bench-quick/ with --quick)")
+    ap.add_argument("--png", default=None, help="default: docs/img/memory.png (out/bench-quick/ with --quick)")
     a = ap.parse_args(argv)
+    # A smoke run must not overwrite the committed results and figure.
+    quick_dir = os.path.join(ROOT, "out", "bench-quick")
+    a.csv = a.csv or (os.path.join(quick_dir, "memory.csv") if a.quick else os.path.join(HERE, "results", "memory.csv"))
+    a.png = a.png or (os.path.join(quick_dir, "memory.png") if a.quick else os.path.join(ROOT, "docs", "img", "memory.png"))
     if a.quick:
         steps, widths, rss_t, rss_n = (100, 400, 1600), (32,), (100, 1600), 32
     else:

@@ -21,9 +21,13 @@ def main(argv=None):
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--inputs", type=int, default=256, help="input width m")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    ap.add_argument("--png", default=os.path.join(ROOT, "docs", "img", "speed.png"))
+    ap.add_argument("--out", default=None, help="CSV folder; default: benchmarks/results (out/bench-quick with --quick)")
+    ap.add_argument("--png", default=None, help="default: docs/img/speed.png (out/bench-quick/ with --quick)")
     a = ap.parse_args(argv)
+    # A smoke run must not overwrite the committed results and figure.
+    quick_dir = os.path.join(ROOT, "out", "bench-quick")
+    a.out = a.out or (quick_dir if a.quick else os.path.join(HERE, "results"))
+    a.png = a.png or (os.path.join(quick_dir, "speed.png") if a.quick else os.path.join(ROOT, "docs", "img", "speed.png"))
     widths = a.widths or ((16, 64) if a.quick else (32,) + bench.DEFAULT_N)
     steps = 50 if a.quick else a.steps
     if bench.braintrace_available():

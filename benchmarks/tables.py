@@ -85,7 +85,7 @@ def memory_section():
                      [[m, meth] + [c.get(n, "—") for n in ns] for (m, meth), c in cells.items()]))
     rss = [r for r in rows if r.get("rss_peak_bytes")]
     if rss:
-        out += ["", f"### Peak RSS of real runs (child process; 'run added' = VmHWM growth during the run)", ""]
+        out += ["", "### Peak RSS of real runs (child process; 'run added' = VmHWM growth during the run)", ""]
         out.append(table(["model", "method", "n", "T", "peak RSS MiB", "run added MiB", "run s"],
                          [[r["model"], r["method"], r["n"], r["T"], f"{int(r['rss_peak_bytes']) / 2**20:.0f}",
                            f"{int(r['rss_run_delta_bytes'] or 0) / 2**20:.1f}", f"{float(r['rss_run_s']):.2f}"]

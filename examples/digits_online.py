@@ -13,10 +13,10 @@ state that mixes every hidden neuron, so the exact traces of W_in through it wou
 dense (10 x 128 x 64 per example, and about 40x slower here). Because the readout is
 linear, o_t = W_out·z̄_t with z̄_t = κ·z̄_{t-1} + z_t, a per-neuron filtered spike
 train. Keeping that filter as hidden-neuron state gives the same readout while every
-trace stays per-neuron (see DESIGN.md §2).
+trace stays per-neuron (see docs/writing_models.md).
 
 Run:  python examples/digits_online.py      (about a minute on 2 CPU cores)
-Writes docs/img/digits_learning_curve.png and docs/img/digits_raster.png.
+Writes out/digits_learning_curve.png and out/digits_raster.png (--out docs/img regenerates the docs' figures).
 """
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from sklearn.model_selection import train_test_split
 from tqdm import tqdm
 
 import sparseprop as sp
+from sparseprop import plotting
 from sparseprop.data import rate_encode
 
 N_IN, N_HIDDEN, N_OUT = 64, 128, 10
@@ -96,7 +97,8 @@ def main(argv=None):
     parser.add_argument("--lr", type=float, default=5e-3)
     parser.add_argument("--max-prob", type=float, default=0.5, help="firing probability per step of a white pixel")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "img"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "out"),
+                        help="folder for the figures (default: out/ at the repository root; docs/img to regenerate the docs' figures)")
     args = parser.parse_args(argv)
     t_start = time.time()
 
@@ -203,7 +205,7 @@ def plot_learning_curve(history, steps_per_epoch, path):
     smooth_acc = np.convolve(acc, np.ones(steps_per_epoch) / steps_per_epoch, mode="valid")
     ax_acc.plot(u[steps_per_epoch - 1:], smooth_acc, color="C0", label="train (running mean)")
     ax_acc.plot(history["epoch"], history["test_acc"], "o-", color="C3", ms=3, label="test")
-    ax_acc.axhline(0.9, color="0.5", ls=":", lw=1)
+    ax_acc.axhline(0.9, color="0.5", ls=":", lw=1, label="90 % accuracy")
     ax_acc.set(xlabel="optimizer update", ylabel="accuracy", title="accuracy", ylim=(0, 1))
     ax_acc.legend(loc="lower right")
     fig.suptitle("sklearn digits: ALIF network trained online with exact gradients (sparseprop)")
@@ -225,13 +227,12 @@ def plot_raster(image, label, prediction, spikes, hidden, outputs, weights, path
     ax_img.imshow(image.reshape(8, 8), cmap="gray_r")
     ax_img.set(title=f"label {label}, predicted {prediction}", xticks=[], yticks=[])
     ax_in = fig.add_subplot(grid[0, 1])
-    t_in, n_in = np.nonzero(spikes)
-    ax_in.scatter(t_in, n_in, s=14, marker="|", color="k")
-    ax_in.set(ylabel="input pixel", xlim=(-0.5, len(spikes) - 0.5), title="rate-encoded input spikes")
+    plotting.spike_raster(spikes, ax=ax_in, label="input pixel", title="rate-encoded input spikes", marker_size=14)
+    ax_in.set_xlabel("")
     ax_hid = fig.add_subplot(grid[1, :], sharex=ax_in)
-    t_h, n_h = np.nonzero(hidden)
-    ax_hid.scatter(t_h, n_h, s=10, marker="|", color="C0")
-    ax_hid.set(ylabel="hidden ALIF neuron", title=f"hidden spikes ({hidden.mean():.2f} spikes / neuron / step)")
+    plotting.spike_raster(hidden, ax=ax_hid, color="C0", label="hidden ALIF neuron", marker_size=10,
+                          title=f"hidden spikes ({hidden.mean():.2f} spikes / neuron / step)")
+    ax_hid.set_xlabel("")
     ax_out = fig.add_subplot(grid[2, :], sharex=ax_in)
     for k in range(outputs.shape[1]):
         ax_out.plot(outputs[:, k], lw=2.2 if k == label else 0.8, color="C3" if k == label else "0.6",

@@ -4,10 +4,11 @@ differentiated (EXODUS, = BPTT of the network as written) or detached (SLAYER).
 Both choices are one option of `sparseprop.neurons.LIF`; each is exact online (checked
 here against BPTT of the same model). The script prints, for every layer, the norm of
 the input-weight gradient under both choices, their ratio and cosine, and writes
-docs/img/exodus_grad_norms.png. See docs/exodus.md for the discussion.
+out/exodus_grad_norms.png (--out docs/img for the docs' figure). See docs/exodus.md for the discussion.
 
 Run: python examples/exodus_reset.py   (about 30 s on 2 CPU cores)
 """
+import argparse
 import os
 
 import jax
@@ -17,14 +18,14 @@ import numpy as np
 jax.config.update("jax_enable_x64", True)   # the exactness check is made in float64
 
 import sparseprop as sp  # noqa: E402
-from sparseprop import neurons  # noqa: E402
+from sparseprop import neurons, plotting  # noqa: E402
 from sparseprop.surrogates import Exponential  # noqa: E402
 
 SIZES = (20, 40, 40, 40, 3)     # input, three LIF layers, leaky readout
 T, BATCH = 100, 16
 SURROGATE = Exponential(0.5)    # EXODUS's default: single exponential, width 0.5
 INPUT_RATE = 0.2
-OUT = os.path.join(os.path.dirname(__file__), "..", "docs", "img", "exodus_grad_norms.png")
+OUT_DIR = os.path.join(os.path.dirname(__file__), "..", "out")
 
 
 def network(detach_reset):
@@ -54,7 +55,11 @@ def firing_rates(net, params, state0, xs):
     return rates
 
 
-def main():
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--out", default=OUT_DIR, help="folder for the figure (default: out/ at the repository "
+                                                       "root; docs/img to regenerate the docs' figure)")
+    out_dir = parser.parse_args(argv).out
     k_params, k_data = jax.random.split(jax.random.PRNGKey(0))
     xs, targets = data(k_data)
     params = network(False).init_params(k_params, SIZES)
@@ -87,10 +92,10 @@ def main():
         cosines.append(float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b))))
         print(f"{layer + 1:5d}   {exodus[layer]:15.4e}   {slayer[layer]:15.4e}   "
               f"{slayer[layer] / exodus[layer]:13.2f}   {cosines[layer]:6.3f}")
-    plot(exodus, slayer, cosines)
+    plot(exodus, slayer, cosines, out_dir)
 
 
-def plot(exodus, slayer, cosines):
+def plot(exodus, slayer, cosines, out_dir=OUT_DIR):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -114,9 +119,8 @@ def plot(exodus, slayer, cosines):
     ax_ratio.set_ylabel("‖SLAYER grad‖ / ‖EXODUS grad‖")
     ax_ratio.set_title("Scale error of the detached reset")
     fig.tight_layout()
-    os.makedirs(os.path.dirname(OUT), exist_ok=True)
-    fig.savefig(OUT, dpi=120)
-    print(f"\nwrote {os.path.normpath(OUT)}")
+    path = plotting.save(fig, os.path.join(out_dir, "exodus_grad_norms.png"))
+    print(f"\nwrote {os.path.normpath(path)}")
 
 
 if __name__ == "__main__":

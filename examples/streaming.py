@@ -15,7 +15,7 @@ set size now and its peak), which stays flat however long the stream runs: memor
 not grow with time, unlike backpropagation through time, which must keep the history.
 
 Run:  python examples/streaming.py          (about 30 s on 2 CPU cores; --steps to go longer)
-Writes docs/img/streaming.png.
+Writes out/streaming.png (--out docs/img regenerates the docs' figure).
 """
 from __future__ import annotations
 
@@ -108,7 +108,8 @@ def main(argv=None):
     parser.add_argument("--chunk", type=int, default=1000, help="steps per jitted scan between memory readings")
     parser.add_argument("--lr", type=float, default=3e-4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "img"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "out"),
+                        help="folder for the figures (default: out/ at the repository root; docs/img to regenerate the docs' figures)")
     args = parser.parse_args(argv)
     t_start = time.time()
 
@@ -189,9 +190,11 @@ def plot(log, signal_var, first_y, first_target, last_y, last_target, chunk, pat
     ax_loss.plot(log["step"], log["loss"], color="C0", label="online LIF network")
     ax_loss.plot(log["step"], log["naive"], color="0.5", ls="--", label=f"naive forecast: s(t+{HORIZON}) = s(t)")
     ax_loss.axhline(signal_var, color="0.7", ls=":", label="signal variance")
+    # Head room above the curves (log axis) so that the legend sits above them, not over them.
+    top = 6 * max(max(log["loss"]), max(log["naive"]), signal_var)
     ax_loss.set(xlabel="time step", ylabel=f"mean squared error (per {chunk} steps)", yscale="log",
-                title="prediction error over the stream")
-    ax_loss.legend(fontsize=8)
+                ylim=(None, top), title="prediction error over the stream")
+    ax_loss.legend(loc="upper right", fontsize=8)
     ax_mem = fig.add_subplot(grid[0, 1])
     ax_mem.plot(log["step"], log["rss"], color="C2", label="resident set size")
     ax_mem.plot(log["step"], log["peak"], color="C3", ls="--", label="peak resident set size")
@@ -205,8 +208,8 @@ def plot(log, signal_var, first_y, first_target, last_y, last_target, chunk, pat
         steps = t0 + np.arange(len(y))[-n:]
         ax.plot(steps, target[-n:], color="k", lw=1.5, label=f"stream s(t+{HORIZON})")
         ax.plot(steps, y[-n:], color="C1", lw=1.2, label="prediction")
-        ax.set(xlabel="time step", title=f"the {when} chunk's last {n} steps", ylim=(-1.6, 1.6))
-        ax.legend(loc="upper right", fontsize=8)
+        ax.set(xlabel="time step", title=f"the {when} chunk's last {n} steps", ylim=(-1.6, 2.4))
+        ax.legend(loc="upper center", ncol=2, fontsize=8)     # one row, above the curves
     fig.suptitle("streaming: a drifting signal learned online, one optax update per step (sparseprop, exact)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -1,4 +1,16 @@
-"""The user's entry points: `online_grad` (the online learner) and `bptt_grad` (the reference)."""
+"""The user's entry points: `online_grad` (the online learner), `bptt_grad` (the reference)
+and `simulate` (the forward pass alone).
+
+Shapes: a model is written for one example and one time step. Sequences are time-major:
+every leaf of `xs` and `targets` has a leading time axis `T` (`(T, ...)`); batched calls put
+a batch axis `B` before it (`run_batch`: `(B, T, ...)`, or `(T, B, ...)` with `time_major`).
+Gradients have the dtypes of the parameters.
+
+Sources: real-time recurrent learning (RTRL), Williams & Zipser, "A learning algorithm for
+continually running fully recurrent neural networks", Neural Computation 1989; e-prop,
+Bellec et al., "A solution to the learning dilemma for recurrent networks of spiking
+neurons", Nature Communications 2020.
+"""
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple, Optional
@@ -9,46 +21,98 @@ import numpy as np
 
 from .tracer.methods import get_method
 from .tracer.program import OnlineProgram
-from .validate import check_loss, check_model_output, check_params, check_real
+from .validate import (check_carry, check_finite, check_loss, check_model_output, check_params, check_real,
+                       check_traces, match_state_signal)
 
 
 class Carry(NamedTuple):
-    """What an online learner carries from one step to the next.
+    """What an online learner carries from one step to the next (a pytree: it jits, scans,
+    vmaps and serialises).
 
-    - `state`: the model state (the user's pytree).
-    - `traces`: the eligibility traces, one array per (state leaf, parameter leaf) block,
-      or `None` before the first step when `init` was given no example input.
+    - `state`: the model state (the user's pytree; with a batch axis first for `step_batch`).
+    - `traces`: the eligibility traces (`Traces`, a tuple with one array per (state leaf,
+      parameter leaf) block, see `learner.eligibility`), or `None` before the first step when
+      `init` was given no example input.
     """
     state: Any
     traces: Any
 
 
+@jax.tree_util.register_pytree_node_class
+class Traces(tuple):
+    """The trace arrays of a carry, tagged (as static pytree data) with the layout of the
+    program that made them, so that a carry handed to another learner is refused instead of
+    silently misread. Behaves as a tuple of arrays."""
+
+    def __new__(cls, arrays, tag=None):
+        self = super().__new__(cls, arrays)
+        self.tag = tag
+        return self
+
+    def tree_flatten(self):
+        return tuple(self), self.tag
+
+    @classmethod
+    def tree_unflatten(cls, tag, arrays):
+        return cls(arrays, tag)
+
+    def __repr__(self):
+        return f"Traces({tuple.__repr__(self)})"
+
+
+class Trajectory(NamedTuple):
+    """What `simulate` returns.
+
+    - `state`: the state after the last step (the model's state pytree).
+    - `states`: the state after every step, leaves `(T, ...)`; None with `keep_states=False`.
+    - `outputs`: the output of every step, leaves `(T, ...)`.
+    """
+    state: Any
+    states: Any
+    outputs: Any
+
+
 class StepOutput(NamedTuple):
-    """`loss` and `output` of this step; `grads`: this step's d loss_t / d params (history included)."""
+    """One step's result: `loss` (a scalar), `output` (the model's `y`) and `grads`, this step's
+    d loss_t / d params with the whole history included (a pytree like `params`, same dtypes)."""
     loss: Any
     output: Any
     grads: Any
 
 
 class RunTotal(NamedTuple):
-    """Totals of `run`: summed `loss` and `grads`, and the stacked `outputs`."""
+    """Totals of `run`: `loss` and `grads` summed over the steps (grads in the params' dtypes),
+    and `outputs`, every step's output stacked along a leading time axis `(T, ...)`."""
     loss: Any
     grads: Any
     outputs: Any
 
 
 class OnlineLearner:
-    """An online gradient learner for one model; build it with `sparseprop.online_grad`."""
+    """An online gradient learner for one model; build it with `sparseprop.online_grad`.
 
-    def __init__(self, model: Callable, loss_fn: Optional[Callable], method="exact"):
+    A learner is stateless apart from a cache of traced programs (one per set of shapes and
+    dtypes): everything that changes along a stream lives in the `Carry` it returns, so its
+    methods jit, scan and vmap.
+    """
+
+    def __init__(self, model: Callable, loss_fn: Optional[Callable], method="exact", check_finite: bool = False):
         self.model = model
         self.loss_fn = loss_fn
         self.method = get_method(method)
+        self.check_finite = bool(check_finite)
         self._programs = {}
 
     # -- structure ---------------------------------------------------------
     def program(self, params, state, x) -> OnlineProgram:
-        """The traced structure for these shapes (built once per distinct set of shapes)."""
+        """The traced structure for these shapes (built once per distinct set of shapes).
+
+        **Raises:**
+
+        `TypeError` / `ValueError` for parameters, states or model outputs that break the
+        contract, and `sparseprop.TracerError` for an operation the tracer cannot turn into
+        a correct online program.
+        """
         key = jax.tree_util.tree_structure((params, state, x)), tuple(
             (np.shape(v), jnp.result_type(v)) for v in jax.tree_util.tree_leaves((params, state, x)))
         prog = self._programs.get(key)
@@ -57,27 +121,75 @@ class OnlineLearner:
             check_real(params, state)
             check_model_output(self.model, params, state, x)
             prog = OnlineProgram(self.model, self.method, params, state, x)
+            # what a carry's traces mean: the method and each block's layout (static pytree data)
+            prog.layout_tag = (self.method.name, repr([
+                (b.state, b.param, b.spec, tuple(b.shape), b.factorised, b.via) for b in prog.blocks]))
             self._programs[key] = prog
         return prog
+
+    def _traces(self, prog, arrays) -> Traces:
+        return Traces(tuple(arrays), prog.layout_tag)
 
     # -- the online API ----------------------------------------------------
     def init(self, params, state0, x=None) -> Carry:
         """Start a stream from `state0`.
 
+        The carry holds copies of `state0`'s arrays, never the arrays themselves, so a step
+        jitted with `donate_argnums=1` leaves the caller's `state0` usable for the next stream.
+
         **Arguments:**
 
         - `params`: the model parameters (a pytree of float arrays).
-        - `state0`: the initial model state; it does not depend on `params`, so every trace starts at zero.
-        - `x`: an example input of one step. Needed to fix the traces' shapes now (for
-          `lax.scan` over `step`); without it they are created by the first `step`.
+        - `state0`: the initial model state (one example, no batch axis); it does not depend on
+          `params`, so every trace starts at zero.
+        - `x`: an example input of one step (only its shapes and dtypes are used). Needed to fix
+          the traces' shapes now (for `lax.scan` over `step`); without it they are created by
+          the first `step`.
 
         **Returns:**
 
         A `Carry(state, traces)`.
+
+        **Raises:**
+
+        As `program` when `x` is given (the model is traced now).
         """
+        state0 = _copy(state0)
         if x is None:
             return Carry(state0, None)
-        return Carry(state0, self.program(params, state0, x).zero_traces())
+        prog = self.program(params, state0, x)
+        return Carry(state0, self._traces(prog, prog.zero_traces()))
+
+    def init_batch(self, params, states0, x=None, batch_size: Optional[int] = None) -> Carry:
+        """`init` for a batch: the carry of `step_batch` / `run_batch`.
+
+        **Arguments:**
+
+        - `params`: as for `init`.
+        - `states0`: initial states with a leading batch axis `(B, ...)`; or, with `batch_size`,
+          ONE example's state, copied to every example.
+        - `x`: an example input: a batch `(B, ...)`, or one example's input with `batch_size`.
+        - `batch_size`: the batch size `B` when `states0` (and `x`) are unbatched.
+
+        **Returns:**
+
+        A `Carry` whose state and traces have a leading batch axis.
+
+        **Raises:**
+
+        `ValueError` for a `batch_size` below 1; as `program` when `x` is given.
+        """
+        if batch_size is not None:
+            B = int(batch_size)
+            if B < 1:
+                raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            states0 = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (B,) + jnp.shape(v)), states0)
+            if x is not None:
+                x = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (B,) + jnp.shape(v)), x)
+        states0 = _copy(states0)
+        if x is None:
+            return Carry(states0, None)
+        return jax.vmap(lambda s, xx: self.init(params, s, xx))(states0, x)
 
     def step(self, params, carry: Carry, x, target) -> tuple:
         """Advance one time step and return this step's gradient.
@@ -86,19 +198,37 @@ class OnlineLearner:
 
         - `params`: the parameters (may change between steps, as in online learning).
         - `carry`: from `init` or the previous `step`.
-        - `x`, `target`: this step's input and target (`target` is passed to `loss_fn`).
+        - `x`, `target`: this step's input (one example, no time axis) and target (passed to
+          `loss_fn`).
 
         **Returns:**
 
-        `(carry, StepOutput(loss, output, grads))`; `grads` is a pytree like `params`.
+        `(carry, StepOutput(loss, output, grads))`; `grads` is a pytree like `params` (same dtypes).
+
+        **Raises:**
+
+        `ValueError` without a `loss_fn`; `TypeError` / `ValueError` for a carry that is None,
+        not a `Carry`, or built by another learner, method or set of shapes; as `program`
+        for a model the tracer cannot handle. With `check_finite`, a checkify error naming the
+        first non-finite quantity (see `online_grad`).
         """
         self._need_loss("step")
+        return self._loss_step(params, carry, x, target, batched=False)
 
-        def loss(y, i=None):
-            value = self.loss_fn(y, target)
-            check_loss(value)
-            return value
-        return self._advance(params, carry, x, loss)
+    def _loss_step(self, params, carry, x, target, batched, index=None):
+        if self.check_finite:
+            check_finite([("the target", target)], "entering the step", index)
+        if batched:
+            def loss(y, i):
+                value = self.loss_fn(y, jax.tree_util.tree_map(lambda t: t[i], target))
+                check_loss(value)
+                return value
+        else:
+            def loss(y, i=None):
+                value = self.loss_fn(y, target)
+                check_loss(value)
+                return value
+        return self._advance(params, carry, x, loss, batched, index)
 
     def signal_step(self, params, carry: Carry, x, output_signal) -> tuple:
         """Advance one step with an external learning signal on the output instead of a loss.
@@ -107,17 +237,32 @@ class OnlineLearner:
         the loss's gradient; pass a reward-weighted or random-feedback signal for
         three-factor and feedback-alignment rules. Works without a `loss_fn`.
 
+        When the signal depends on this step's output (REINFORCE, an environment's feedback,
+        an error computed from y), pass a function `signal_fn(y) -> output_signal`: it is
+        called on this step's output (held constant, no gradient flows through it) and the
+        step runs once.
+
         **Arguments:**
 
         - `params`, `carry`, `x`: as for `step`.
-        - `output_signal`: a pytree like the model's output `y` (a cotangent).
+        - `output_signal`: a pytree like the model's output `y` (a cotangent, e.g. float32
+          `(n_out,)` for a readout of `n_out` units), or a function `y -> such a pytree`.
 
         **Returns:**
 
         `(carry, StepOutput(loss=<signal, y>, output=y, grads))`.
+
+        **Raises:**
+
+        As `step` (no `loss_fn` needed).
         """
+        signal_fn = output_signal if callable(output_signal) else None
+
         def loss(y, i=None):
-            pairs = zip(jax.tree_util.tree_leaves(y), jax.tree_util.tree_leaves(output_signal))
+            signal = signal_fn(jax.lax.stop_gradient(y)) if signal_fn is not None else output_signal
+            if self.check_finite:
+                check_finite([("the output signal", signal)], "in this step")
+            pairs = zip(jax.tree_util.tree_leaves(y), jax.tree_util.tree_leaves(signal))
             return sum(jnp.vdot(a, jax.lax.stop_gradient(b)) for a, b in pairs)
         return self._advance(params, carry, x, loss)
 
@@ -125,28 +270,38 @@ class OnlineLearner:
         """Parameter updates from a per-neuron modulatory signal and the current eligibility traces.
 
         Returns Σ_a signal_a · d state_a / d params, with the traces of `carry` (the state
-        after the last step): the three-factor rule Δθ = L ⊙ e. Leaves of `state_signal`
-        that are None get no signal.
+        after the last step): the three-factor rule Δθ = L ⊙ e.
 
         **Arguments:**
 
         - `params`: the parameters (for their shapes).
         - `carry`: a carry whose traces have been built (after at least one step, or `init` with `x`).
-        - `state_signal`: a pytree like the state (e.g. a learning signal per neuron).
+        - `state_signal`: a pytree with the state's structure: one array per state leaf,
+          shaped like it (or broadcastable to it, e.g. a scalar reward), or `None` for a
+          leaf or a whole subtree that gets no signal.
 
         **Returns:**
 
         A pytree like `params`.
+
+        **Raises:**
+
+        `ValueError` when `state_signal` does not have the state's structure (naming the keys
+        that differ) or a leaf's shape does not fit, or the carry has no traces yet.
         """
+        check_carry(carry, Carry)
         if carry.traces is None:
             raise ValueError("carry has no traces yet: call init(params, state0, x) or take a step first")
         prog = self._any_program(params, carry)
-        leaves = jax.tree_util.tree_flatten(state_signal, is_leaf=lambda v: v is None)[0]
-        if len(leaves) != len(prog.s_avals):
-            raise ValueError(f"state_signal must have the state's structure ({len(prog.s_avals)} leaves); "
-                             f"got {len(leaves)}")
-        signals = [None if leaves[i] is None else jnp.asarray(leaves[i]) for i in prog.diff_states]
-        grads = prog.contract(signals, carry.traces, jax.tree_util.tree_leaves(params))
+        names = [f"d{prog.state_names[b.state]}/d{prog.param_names[b.param]}" for b in prog.blocks]
+        try:
+            check_traces(carry.traces, prog.blocks, names, prog.layout_tag)
+        except ValueError as e:
+            raise ValueError(f"{e} For a batched carry (init_batch), vmap it: "
+                             f"jax.vmap(learner.apply_signal, in_axes=(None, 0, 0)).") from None
+        signals = match_state_signal(state_signal, carry.state)
+        grads = prog.contract([signals[i] for i in prog.diff_states], tuple(carry.traces),
+                             jax.tree_util.tree_leaves(params))
         return jax.tree_util.tree_unflatten(prog.p_def, grads)
 
     def eligibility(self, params, carry: Carry):
@@ -160,37 +315,67 @@ class OnlineLearner:
 
         A dict; a "synaptic eligibility" array e[i, ..., l] has the state leaf's shape
         followed by the parameter's presynaptic axes (see `explain()`).
+
+        **Raises:**
+
+        `ValueError` when no program of this learner matches the carry.
         """
         from .explain import block_kind
+        check_carry(carry, Carry)
         prog = self._any_program(params, carry)
         return {(prog.state_names[b.state], prog.param_names[b.param]):
                 (block_kind(b.spec, len(prog.p_avals[b.param].shape), b.via), T)
                 for b, T in zip(prog.blocks, carry.traces)}
 
-    def _any_program(self, params, carry):
-        for prog in self._programs.values():
-            shapes = [np.shape(v) for v in jax.tree_util.tree_leaves(carry.traces)]
-            if shapes == [b.shape for b in prog.blocks]:
-                return prog
-        raise ValueError("no traced program matches this carry: take a step with these params first")
+    def simulate(self, params, state0, xs, keep_states: bool = True) -> "Trajectory":
+        """The model's forward pass over a sequence, without gradients or traces (for evaluation).
 
-    def _advance(self, params, carry: Carry, x, loss, batched=False):
+        Same as `sparseprop.simulate(learner.model, params, state0, xs, keep_states)`.
+        """
+        return simulate(self.model, params, state0, xs, keep_states)
+
+    def _any_program(self, params, carry):
+        tag = getattr(carry.traces, "tag", None)
+        shapes = [np.shape(v) for v in carry.traces]
+        for prog in self._programs.values():
+            if (tag is not None and tag == prog.layout_tag) or (
+                    tag is None and shapes == [tuple(b.shape) for b in prog.blocks]):
+                return prog
+        raise ValueError("no traced program of this learner matches this carry: take a step with these "
+                         "params first, or use the carry of this learner (a carry belongs to the learner, "
+                         "method and shapes that built it)")
+
+    def _advance(self, params, carry: Carry, x, loss, batched=False, index=None):
+        check_carry(carry, Carry)
         first = (lambda tree: jax.tree_util.tree_map(lambda v: v[0], tree)) if batched else (lambda t: t)
         prog = self.program(params, first(carry.state), first(x))
+        batch_shape = ()
+        if batched:
+            batch_shape = (jax.tree_util.tree_leaves(x)[0].shape[0],)
         traces = carry.traces
         if traces is None:
             traces = prog.zero_traces()
             if batched:
-                batch = jax.tree_util.tree_leaves(x)[0].shape[0]
-                traces = tuple(jnp.broadcast_to(t, (batch,) + t.shape) for t in traces)
+                traces = tuple(jnp.broadcast_to(t, batch_shape + t.shape) for t in traces)
+        else:
+            names = [f"d{prog.state_names[b.state]}/d{prog.param_names[b.param]}" for b in prog.blocks]
+            check_traces(traces, prog.blocks, names, prog.layout_tag, batch_shape)
+        if self.check_finite:
+            # the carried traces are not checked again: the step that made them did
+            check_finite([("the input x", x), ("params", params), ("the carried state", carry.state)],
+                         "entering the step", index)
         p = jax.tree_util.tree_leaves(params)
         s = jax.tree_util.tree_leaves(carry.state)
         xs = jax.tree_util.tree_leaves(x)
 
-        new_s, new_traces, value, y, grads = prog.step(p, s, traces, xs, loss, batched)
+        new_s, new_traces, value, y, grads = prog.step(p, s, tuple(traces), xs, loss, batched)
         new_state = jax.tree_util.tree_unflatten(prog.s_def, new_s)
         grads = jax.tree_util.tree_unflatten(prog.p_def, grads)
-        return Carry(new_state, new_traces), StepOutput(value, y, grads)
+        if self.check_finite:
+            check_finite([("the loss", value), ("the output", y), ("the new state", new_state),
+                          ("the new traces", tuple(new_traces)), ("the gradient", grads)],
+                         "after the step", index)
+        return Carry(new_state, self._traces(prog, new_traces)), StepOutput(value, y, grads)
 
     def step_batch(self, params, carry: Carry, x, target) -> tuple:
         """`step` for a batch (leading axis of state, traces, `x`, `target`), gradients summed.
@@ -202,25 +387,18 @@ class OnlineLearner:
         **Arguments:**
 
         - `params`: shared parameters; `carry`: from `init_batch` or the previous call.
-        - `x`, `target`: this step's batch of inputs and targets.
+        - `x`, `target`: this step's batch of inputs and targets, leaves `(B, ...)`.
 
         **Returns:**
 
-        `(carry, StepOutput(loss summed over the batch, outputs, grads summed over the batch))`.
+        `(carry, StepOutput(loss summed over the batch, outputs (B, ...), grads summed over the batch))`.
+
+        **Raises:**
+
+        As `step`.
         """
         self._need_loss("step_batch")
-
-        def loss(y, i):
-            value = self.loss_fn(y, jax.tree_util.tree_map(lambda t: t[i], target))
-            check_loss(value)
-            return value
-        return self._advance(params, carry, x, loss, batched=True)
-
-    def init_batch(self, params, states0, x=None) -> Carry:
-        """`init` for a batch of initial states (leading axis); `x`: a batch of example inputs."""
-        if x is None:
-            return Carry(states0, None)
-        return jax.vmap(lambda s, xx: self.init(params, s, xx))(states0, x)
+        return self._loss_step(params, carry, x, target, batched=True)
 
     def run_batch(self, params, carry: Carry, xs, targets, time_major: bool = False) -> tuple:
         """`run` for a batch: `xs` and `targets` are (batch, time, ...); gradients summed over both.
@@ -228,50 +406,70 @@ class OnlineLearner:
         **Arguments:**
 
         - `params`, `carry`: as for `run`, the carry from `init_batch`.
-        - `xs`, `targets`: (batch, time, ...) leaves, or (time, batch, ...) with `time_major`.
+        - `xs`, `targets`: `(B, T, ...)` leaves, or `(T, B, ...)` with `time_major`.
 
         **Returns:**
 
         `(carry, RunTotal(loss, grads, outputs))`, outputs laid out like `xs`.
+
+        **Raises:**
+
+        As `step`.
         """
+        self._need_loss("run_batch")
         swap = (lambda tree: tree) if time_major else (
             lambda tree: jax.tree_util.tree_map(lambda v: jnp.swapaxes(v, 0, 1), tree))
-        carry, total = self._scan(params, carry, swap(xs), swap(targets), self.step_batch)
+        carry, total = self._scan(params, carry, swap(xs), swap(targets), batched=True)
         return carry, RunTotal(total.loss, total.grads, swap(total.outputs))
 
     def run(self, params, carry: Carry, xs, targets) -> tuple:
         """Scan `step` over the leading time axis of `xs` and `targets`.
 
+        The loss and the gradients are summed in the dtypes of the per-step loss and of the
+        parameters: a float64 target with float32 parameters, or a float32 loss of bfloat16
+        parameters, just works (gradients come back in the parameters' dtypes).
+
         **Arguments:**
 
         - `params`: the parameters (held fixed during the run).
         - `carry`: from `init` or an earlier `run` (runs chain: two chunks equal one run).
-        - `xs`, `targets`: pytrees whose leaves have a leading time axis.
+        - `xs`, `targets`: pytrees whose leaves are time-major, `(T, ...)`.
 
         **Returns:**
 
-        `(carry, RunTotal(loss, grads, outputs))` with summed loss and gradients.
-        """
-        return self._scan(params, carry, xs, targets, self.step)
+        `(carry, RunTotal(loss, grads, outputs))` with summed loss and gradients and the
+        outputs stacked `(T, ...)`.
 
-    def _scan(self, params, carry, xs, targets, step):
+        **Raises:**
+
+        As `step`; with `check_finite`, the message names the step index within the run.
+        """
+        self._need_loss("run")
+        return self._scan(params, carry, xs, targets, batched=False)
+
+    def _scan(self, params, carry, xs, targets, batched):
+        check_carry(carry, Carry)
+        step = lambda p, c, x, t, index=None: self._loss_step(p, c, x, t, batched, index)  # noqa: E731
         if carry.traces is None:   # fix the traces' shapes before the scan
             x0 = jax.tree_util.tree_map(lambda v: v[0], xs)
             t0 = jax.tree_util.tree_map(lambda v: v[0], targets)
             shapes = jax.eval_shape(lambda: step(params, carry, x0, t0)[0].traces)
             carry = Carry(carry.state, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
         zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+        T = jax.tree_util.tree_leaves(xs)[0].shape[0]
 
         def body(acc, inputs):
-            c, loss, grads = acc
-            x, target = inputs
-            c, out = step(params, c, x, target)
-            grads = jax.tree_util.tree_map(jnp.add, grads, out.grads)
-            return (c, loss + out.loss, grads), out.output
+            c, grads = acc
+            i, x, target = inputs
+            c, out = step(params, c, x, target, i if self.check_finite else None)
+            # accumulate in the parameters' dtypes whatever the loss's dtype (bf16 params, f64 targets)
+            grads = jax.tree_util.tree_map(lambda g, d: g + d.astype(g.dtype), grads, out.grads)
+            return (c, grads), (out.loss, out.output)
 
-        loss0 = jnp.zeros((), jnp.result_type(*jax.tree_util.tree_leaves(params)))
-        (carry, loss, grads), outputs = jax.lax.scan(body, (carry, loss0, zero), (xs, targets))
-        return carry, RunTotal(loss, grads, outputs)
+        (carry, grads), (losses, outputs) = jax.lax.scan(body, (carry, zero), (jnp.arange(T), xs, targets))
+        # per-step losses are T scalars (the outputs are stacked anyway); summing them after the
+        # scan keeps the loss in its own dtype
+        return carry, RunTotal(jnp.sum(losses), grads, outputs)
 
     # -- reports -------------------------------------------------------------
     def explain(self, params, state0, x0, print_report: bool = True):
@@ -286,6 +484,10 @@ class OnlineLearner:
         **Returns:**
 
         An `Explanation` (its `str` is the printed report).
+
+        **Raises:**
+
+        As `program`.
         """
         from .explain import explain
         report = explain(self.program(params, state0, x0))
@@ -294,7 +496,12 @@ class OnlineLearner:
         return report
 
     def is_exact(self, params, state0, x0) -> bool:
-        """Whether this learner's gradient equals BPTT for this model (no term dropped)."""
+        """Whether this learner's gradient equals BPTT for this model (no term dropped).
+
+        **Raises:**
+
+        As `program`.
+        """
         prog = self.program(params, state0, x0)
         return self.method.exact or not (prog.cuts or prog.truncated)
 
@@ -304,12 +511,25 @@ class OnlineLearner:
                              f"API: learner.signal_step, learner.apply_signal, learner.eligibility")
 
 
-def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exact") -> OnlineLearner:
+def _copy(tree):
+    """Fresh buffers for every array leaf: a carry must never alias the caller's arrays (donation)."""
+    return jax.tree_util.tree_map(lambda v: jnp.array(v, copy=True), tree)
+
+
+def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exact",
+                check_finite: bool = False) -> OnlineLearner:
     """An online learner that returns, at every step, the gradient of that step's loss.
+
+    `method="exact"` is real-time recurrent learning (RTRL; Williams & Zipser 1989) with
+    the traces stored in the sparse form the tracer proves; `method="eprop"` is e-prop
+    (Bellec et al. 2020): the paths that mix neurons of a recurrent layer are cut from the
+    traces (reported by `explain()`); `method="snap1"` is SnAp-1 (Menick et al. 2021).
 
     **Arguments:**
 
-    - `model`: `model(params, state, x) -> (new_state, y)` for one example (no batch axis).
+    - `model`: `model(params, state, x) -> (new_state, y)` for one example and one time step
+      (no batch or time axis); `params` and `state` are pytrees of float arrays (any float
+      dtype), `new_state` keeps the state's structure, shapes and dtypes.
     - `loss_fn`: `loss_fn(y, target) -> scalar`; the sequence loss is the sum over steps.
       May be None for three-factor learning with external signals.
     - `method`: `"exact"` (RTRL, Williams & Zipser 1989: equals BPTT), `"eprop"` (e-prop,
@@ -317,13 +537,26 @@ def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exa
       (every mixing path cut from the traces, learning signal through the true step; after
       Bohnstingl et al. 2022), `"snap1"` (SnAp-1, Menick et al. 2020), or a
       `sparseprop.tracer.methods.Method`. What a method drops is reported by `explain()`.
+    - `check_finite`: check at every step that the input, target, parameters and carried
+      state, and what the step produces (state, traces, loss, output, gradient) are
+      finite, with `jax.experimental.checkify`: a NaN or inf raises at the step it enters,
+      naming the quantity (and the step index within `run`). Eager calls raise at once; a
+      jitted step must be checkified: `err, (carry, out) = jax.jit(checkify.checkify(
+      learner.step))(params, carry, x, target); err.throw()`. Off by default: a NaN then
+      propagates into the state and traces and every later gradient, silently.
 
     **Returns:**
 
-    An `OnlineLearner` with `init`, `step`, `run`, `explain` and `is_exact`, and for
-    external learning signals `signal_step`, `apply_signal` and `eligibility`.
+    An `OnlineLearner` with `init`, `step`, `run`, their batched forms, `simulate`, `explain`
+    and `is_exact`, and for external learning signals `signal_step`, `apply_signal` and
+    `eligibility`.
+
+    **Raises:**
+
+    `ValueError` for an unknown method name. Errors in the model itself are raised when it is
+    first traced (`init` with an example input, or the first `step`).
     """
-    return OnlineLearner(model, loss_fn, method)
+    return OnlineLearner(model, loss_fn, method, check_finite)
 
 
 def bptt_grad(model: Callable, loss_fn: Callable) -> Callable:
@@ -335,7 +568,12 @@ def bptt_grad(model: Callable, loss_fn: Callable) -> Callable:
 
     **Returns:**
 
-    `f(params, state0, xs, targets) -> (loss, grads)`, the summed loss and its gradient.
+    `f(params, state0, xs, targets) -> (loss, grads)`, the summed loss and its gradient, with
+    `xs` and `targets` time-major (leaves `(T, ...)`, one example). Memory grows with `T`.
+
+    **Raises:**
+
+    `TypeError` for non-float parameters.
     """
     def total_loss(params, state0, xs, targets):
         def body(state, inputs):
@@ -349,3 +587,41 @@ def bptt_grad(model: Callable, loss_fn: Callable) -> Callable:
         check_params(params)
         return jax.value_and_grad(total_loss)(params, state0, xs, targets)
     return f
+
+
+def simulate(model: Callable, params, state0, xs, keep_states: bool = True) -> Trajectory:
+    """Run the model forward over a sequence: states and outputs, no gradients, no traces.
+
+    For evaluation and for looking at what a network does (spikes, membrane potentials);
+    it is a `lax.scan` of the model, so it jits (`jax.jit(sparseprop.simulate,
+    static_argnums=(0, 4))`) and vmaps over a batch (`jax.vmap(lambda s, x: simulate(model,
+    params, s, x))`).
+
+    **Arguments:**
+
+    - `model`: `model(params, state, x) -> (new_state, y)`, as for `online_grad`.
+    - `params`, `state0`: the parameters and the initial state (one example).
+    - `xs`: the inputs, time-major: leaves `(T, ...)`.
+    - `keep_states`: also return the state after every step (memory `T ×` the state).
+
+    **Returns:**
+
+    A `Trajectory(state, states, outputs)`: the final state, the stacked states (leaves
+    `(T, ...)`, or None without `keep_states`) and the stacked outputs `(T, ...)`, in the
+    model's dtypes.
+
+    **Raises:**
+
+    `ValueError` when `xs` has no leaves or its leaves disagree on `T`.
+    """
+    leaves = jax.tree_util.tree_leaves(xs)
+    lengths = {np.shape(v)[0] if np.ndim(v) else None for v in leaves}
+    if not leaves or len(lengths) != 1 or None in lengths:
+        raise ValueError(f"xs must be time-major, every leaf (T, ...) with one T; got leaf shapes "
+                         f"{[list(np.shape(v)) for v in leaves]}")
+
+    def body(state, x):
+        state, y = model(params, state, x)
+        return state, ((state if keep_states else None), y)
+    final, (states, outputs) = jax.lax.scan(body, state0, xs)
+    return Trajectory(final, states, outputs)

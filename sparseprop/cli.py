@@ -1,7 +1,7 @@
 """The `sparseprop` command line: a demo, a gradient check for your own model, the benchmarks.
 
     sparseprop demo                                  # the quickstart: LIF learns a target online
-    sparseprop check mymodels:make_alif              # exact / e-prop vs BPTT in float64, a table
+    sparseprop check mymodels:make_alif              # exact / e-prop / OSTL vs BPTT in float64, a table
     sparseprop explain mymodels:make_alif            # the traces the tracer derived, dropped terms
     sparseprop bench memory --quick                  # memory sweep (sparseprop.bench)
 
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Callable, List, Optional, Sequence
 
 #: The tolerance of `check`: a method that claims exactness must match BPTT to this
-#: relative error in float64 (DESIGN §4).
+#: relative error in float64.
 EXACT_TOLERANCE = 1e-9
 
 
@@ -105,7 +105,10 @@ def call_factory(factory: Callable, spec: str, T: Optional[int] = None) -> tuple
         takes_T = "T" in inspect.signature(factory).parameters
     except (TypeError, ValueError):
         takes_T = False
-    result = factory(T=T) if (T is not None and takes_T) else factory()
+    try:
+        result = factory(T=T) if (T is not None and takes_T) else factory()
+    except Exception as e:
+        raise CLIError(f"{spec} raised {type(e).__name__}: {e}") from e
     if not isinstance(result, (tuple, list)) or len(result) != 6:
         got = f"a {type(result).__name__} of length {len(result)}" if isinstance(result, (tuple, list)) \
             else f"a {type(result).__name__}"
@@ -148,25 +151,28 @@ def _progress(iterable, desc: str, enabled: bool = True):
 # check
 # ----------------------------------------------------------------------------------------
 
-def check_model(model, loss_fn, params, state0, xs, targets, methods: Sequence[str] = ("exact", "eprop"),
+def check_model(model, loss_fn, params, state0, xs, targets, methods: Sequence[str] = ("exact", "eprop", "ostl"),
                 progress: bool = True) -> dict:
     """Run each method and BPTT over one sequence in float64 and compare the gradients.
 
     Enables `jax_enable_x64` and casts floating inputs to float64 first, so that a
-    disagreement above 1e-9 is a wrong gradient, not rounding.
+    disagreement above 1e-9 is a wrong gradient, not rounding. A method (or BPTT) that
+    raises does not stop the check: its row records the error and the others still run.
 
     **Arguments:**
 
     - `model`, `loss_fn`, `params`, `state0`, `xs`, `targets`: as for `sparseprop.bptt_grad`
-      (one example, `xs`/`targets` time-major).
+      (one example, `xs`/`targets` time-major, leaves `(T, ...)`).
     - `methods`: names for `sparseprop.online_grad(method=...)`.
     - `progress`: show a progress bar.
 
     **Returns:**
 
-    A dict with `bptt_loss`, `param_names`, `ref_norms` (per-parameter max |BPTT grad|)
-    and `rows`: one dict per method with `method`, `is_exact`, `rel_err` (per parameter),
-    `max_rel_err`, `cosine`, `loss_err`, `trace_bytes`, `explanation`, `ok`.
+    A dict with `bptt_loss`, `bptt_error` (None, or the error BPTT raised), `param_names`,
+    `ref_norms` (per-parameter max |BPTT grad|), `silent` (the parameters whose BPTT gradient
+    is zero: nothing to compare, usually because no neuron spiked) and `rows`: one dict per
+    method with `method`, `error` (None, or `"TypeName: message"`), `is_exact`, `rel_err` (per
+    parameter), `max_rel_err`, `cosine`, `loss_err`, `trace_bytes`, `explanation`, `ok`.
     """
     import jax
     jax.config.update("jax_enable_x64", True)
@@ -180,25 +186,38 @@ def check_model(model, loss_fn, params, state0, xs, targets, methods: Sequence[s
     names = ["params" + jax.tree_util.keystr(path) for path, _ in named]
 
     tasks = ["bptt"] + list(methods)
-    results = {}
+    results, errors = {}, {}
     for task in _progress(tasks, "check", progress):
-        if task == "bptt":
-            loss, grads = jax.jit(bptt_grad(model, loss_fn))(params, state0, xs, targets)
-            results[task] = (float(loss), [np.asarray(g) for g in jax.tree_util.tree_leaves(grads)])
-            continue
-        learner = online_grad(model, loss_fn, method=task)
-        report = learner.explain(params, state0, x0, print_report=False)
-        carry = learner.init(params, state0, x0)
-        _, total = jax.jit(learner.run)(params, carry, xs, targets)
-        results[task] = (float(total.loss), [np.asarray(g) for g in jax.tree_util.tree_leaves(total.grads)],
-                         learner.is_exact(params, state0, x0), report)
+        try:
+            if task == "bptt":
+                loss, grads = jax.jit(bptt_grad(model, loss_fn))(params, state0, xs, targets)
+                results[task] = (float(loss), [np.asarray(g) for g in jax.tree_util.tree_leaves(grads)])
+                continue
+            learner = online_grad(model, loss_fn, method=task)
+            report = learner.explain(params, state0, x0, print_report=False)
+            carry = learner.init(params, state0, x0)
+            _, total = jax.jit(learner.run)(params, carry, xs, targets)
+            results[task] = (float(total.loss), [np.asarray(g) for g in jax.tree_util.tree_leaves(total.grads)],
+                             learner.is_exact(params, state0, x0), report)
+        except Exception as e:   # one failing method must not hide the others' rows
+            errors[task] = f"{type(e).__name__}: {e}"
 
-    ref_loss, ref = results["bptt"]
-    ref_norms = [float(np.max(np.abs(g))) if g.size else 0.0 for g in ref]
+    ref_loss, ref = results.get("bptt", (float("nan"), None))
+    ref_norms = [float(np.max(np.abs(g))) if g.size else 0.0 for g in ref] if ref is not None else []
     ref_flat = np.concatenate([g.ravel() for g in ref]) if ref else np.zeros(0)
     rows = []
     for task in methods:
+        if task in errors:
+            rows.append(dict(method=task, error=errors[task], is_exact=None, rel_err=[None] * len(names),
+                             max_rel_err=None, cosine=None, loss_err=None, trace_bytes=None, explanation=None,
+                             ok=False))
+            continue
         loss, grads, exact, report = results[task]
+        if ref is None:
+            rows.append(dict(method=task, error=None, is_exact=bool(exact), rel_err=[None] * len(names),
+                             max_rel_err=None, cosine=None, loss_err=None, trace_bytes=report.trace_bytes,
+                             explanation=report, ok=False))
+            continue
         rel = []
         for g, r, norm in zip(grads, ref, ref_norms):
             diff = float(np.max(np.abs(g - r))) if g.size else 0.0
@@ -210,10 +229,38 @@ def check_model(model, loss_fn, params, state0, xs, targets, methods: Sequence[s
         worst = max(rel, default=0.0)
         loss_err = abs(loss - ref_loss) / max(abs(ref_loss), 1e-300)
         ok = not exact or (worst <= EXACT_TOLERANCE and loss_err <= EXACT_TOLERANCE)
-        rows.append(dict(method=task, is_exact=bool(exact), rel_err=rel, max_rel_err=worst, cosine=cos,
+        rows.append(dict(method=task, error=None, is_exact=bool(exact), rel_err=rel, max_rel_err=worst, cosine=cos,
                          loss_err=loss_err, trace_bytes=report.trace_bytes, explanation=report, ok=ok))
-    return dict(bptt_loss=ref_loss, param_names=names, ref_norms=ref_norms, rows=rows,
-                T=int(jax.tree_util.tree_leaves(xs)[0].shape[0]))
+    silent = [n for n, norm in zip(names, ref_norms) if norm == 0]
+    return dict(bptt_loss=ref_loss, bptt_error=errors.get("bptt"), param_names=names, ref_norms=ref_norms,
+                silent=silent, rows=rows, T=int(jax.tree_util.tree_leaves(xs)[0].shape[0]))
+
+
+#: Exit codes of `sparseprop check`.
+EXIT_PASS, EXIT_MISMATCH, EXIT_USAGE, EXIT_MODEL_ERROR, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
+
+
+def check_verdict(result: dict) -> int:
+    """The exit code of `sparseprop check` for a `check_model` result.
+
+    **Arguments:**
+
+    - `result`: from `check_model`.
+
+    **Returns:**
+
+    `1` if a method that claims exactness differs from BPTT (the most serious), else `3` if
+    BPTT or a method raised, else `4` if some parameter's BPTT gradient is zero (nothing was
+    really compared: did any neuron spike?), else `0`.
+    """
+    rows = result["rows"]
+    if any(r["error"] is None and r["is_exact"] and r["max_rel_err"] is not None and not r["ok"] for r in rows):
+        return EXIT_MISMATCH
+    if result["bptt_error"] or any(r["error"] for r in rows):
+        return EXIT_MODEL_ERROR
+    if result["silent"]:
+        return EXIT_INCONCLUSIVE
+    return EXIT_PASS
 
 
 def _fmt_bytes(n: int) -> str:
@@ -224,9 +271,12 @@ def _fmt_bytes(n: int) -> str:
 
 
 def _table(header: List[str], rows: List[List[str]]) -> str:
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths)).rstrip()
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(r) for r in rows])
+    from tabulate import tabulate
+    return tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True)
+
+
+def _num(value, fmt: str) -> str:
+    return "-" if value is None else format(value, fmt)
 
 
 def format_check(result: dict) -> str:
@@ -238,38 +288,70 @@ def format_check(result: dict) -> str:
 
     **Returns:**
 
-    The text: a summary table per method, a per-parameter error table, and each method's
-    dropped terms.
+    The text: a summary table per method (a method that raised is a row marked ERROR, its
+    message below), a per-parameter error table with a note on parameters whose BPTT
+    gradient is zero, each method's dropped terms, and the verdict (PASS, FAIL, ERROR or
+    INCONCLUSIVE, as `check_verdict`).
     """
     rows = result["rows"]
-    out = [f"float64, T={result['T']} steps, BPTT loss {result['bptt_loss']:.6g}", ""]
+    if result["bptt_error"]:
+        out = [f"float64, T={result['T']} steps, BPTT failed: nothing to compare against", ""]
+    else:
+        out = [f"float64, T={result['T']} steps, BPTT loss {result['bptt_loss']:.6g}", ""]
     summary = []
     for r in rows:
-        verdict = ("OK" if r["ok"] else "MISMATCH") if r["is_exact"] else "approximate"
-        summary.append([r["method"], "yes" if r["is_exact"] else "no", f"{r['max_rel_err']:.2e}",
-                        f"{r['cosine']:.9f}", _fmt_bytes(r["trace_bytes"]), str(len(r["explanation"].dropped)),
-                        verdict])
+        if r["error"]:
+            verdict = "ERROR"
+        elif r["max_rel_err"] is None:
+            verdict = "not compared"
+        elif result["silent"] and len(result["silent"]) == len(result["param_names"]):
+            verdict = "nothing compared"      # every BPTT gradient is zero: agreement proves nothing
+        else:
+            verdict = ("OK" if r["ok"] else "MISMATCH") if r["is_exact"] else "approximate"
+        exact = "-" if r["is_exact"] is None else ("yes" if r["is_exact"] else "no")
+        memory = "-" if r["trace_bytes"] is None else _fmt_bytes(r["trace_bytes"])
+        dropped = "-" if r["explanation"] is None else str(len(r["explanation"].dropped))
+        summary.append([r["method"], exact, _num(r["max_rel_err"], ".2e"), _num(r["cosine"], ".9f"), memory,
+                        dropped, verdict])
     out.append(_table(["method", "is_exact", "max rel err", "cosine to BPTT", "trace memory/example",
                        "dropped terms", "verdict"], summary))
-    out.append("")
-    per_param = []
-    for i, name in enumerate(result["param_names"]):
-        flag = "  (BPTT gradient is zero: check that neurons spike)" if result["ref_norms"][i] == 0 else ""
-        per_param.append([name, f"{result['ref_norms'][i]:.3e}"] + [f"{r['rel_err'][i]:.2e}" for r in rows]
-                         + ([flag] if flag else []))
-    out.append("relative error per parameter (max |online - BPTT| / max |BPTT|):")
-    out.append(_table(["parameter", "max|BPTT grad|"] + [r["method"] for r in rows], per_param))
+    if not result["bptt_error"]:
+        out.append("")
+        per_param = []
+        notes = ["note"] if result["silent"] else []    # the column only when there is something to say
+        for i, name in enumerate(result["param_names"]):
+            note = ["BPTT gradient is zero: check that neurons spike" if name in result["silent"] else ""]
+            per_param.append([name, f"{result['ref_norms'][i]:.3e}"] + [_num(r["rel_err"][i], ".2e") for r in rows]
+                             + (note if notes else []))
+        out.append("relative error per parameter (max |online - BPTT| / max |BPTT|):")
+        out.append(_table(["parameter", "max|BPTT grad|"] + [r["method"] for r in rows] + notes, per_param))
     for r in rows:
-        if r["explanation"].dropped:
+        if r["explanation"] is not None and r["explanation"].dropped:
             out.append("")
             out.append(f"dropped by {r['method']!r} (paths from the previous state through these operations):")
             for d in r["explanation"].dropped:
                 out.append(f"  {d.primitive} at {d.source}  [mixes {', '.join(d.states)}]")
-    bad = [r["method"] for r in rows if not r["ok"]]
+    failures = ([("BPTT", result["bptt_error"])] if result["bptt_error"] else []) + [
+        (r["method"], r["error"]) for r in rows if r["error"]]
+    if failures:
+        out.append("")
+        out.append("errors:")
+        for who, message in failures:
+            out.append(textwrap.indent(f"{who}: {message}", "  "))
+    code = check_verdict(result)
     out.append("")
-    if bad:
+    if code == EXIT_MISMATCH:
+        bad = [r["method"] for r in rows if r["error"] is None and r["is_exact"] and not r["ok"]]
         out.append(f"FAIL: {', '.join(bad)} claim(s) exactness but differ from BPTT by more than "
                    f"{EXACT_TOLERANCE:g} (relative). Please report this with your model.")
+    elif code == EXIT_MODEL_ERROR:
+        who = ", ".join(w for w, _ in failures)
+        out.append(f"ERROR: {who} raised on this model (messages above); rows without ERROR were still "
+                   f"compared. This is an error of the model or the tracer, not a gradient mismatch.")
+    elif code == EXIT_INCONCLUSIVE:
+        out.append(f"INCONCLUSIVE: the BPTT gradient of {', '.join(result['silent'])} is zero, so the check "
+                   f"compares nothing there. Usually no neuron spiked: raise the input rate or weights, lower "
+                   f"the threshold, or use a longer sequence (--T).")
     else:
         out.append(f"PASS: every method that claims exactness matches BPTT to {EXACT_TOLERANCE:g}.")
     return "\n".join(out)
@@ -287,7 +369,7 @@ def _methods(text: str) -> List[str]:
 
 
 def cmd_check(args) -> int:
-    """`sparseprop check`: print the comparison table; 1 if an exact method disagrees with BPTT.
+    """`sparseprop check`: print the comparison table; the exit code is `check_verdict`'s.
 
     **Arguments:**
 
@@ -304,7 +386,7 @@ def cmd_check(args) -> int:
     result = check_model(model, loss_fn, params, state0, xs, targets, _methods(args.methods),
                          progress=not args.no_progress)
     print(format_check(result))
-    return 0 if all(r["ok"] for r in result["rows"]) else 1
+    return check_verdict(result)
 
 
 def cmd_explain(args) -> int:
@@ -419,15 +501,13 @@ def cmd_bench(args) -> int:
 
     The exit code.
     """
-    try:
-        from . import bench
-    except ImportError as e:
-        print(f"sparseprop.bench is not available ({e}); install the bench extra: "
-              f"pip install 'sparseprop[bench]'", file=sys.stderr)
-        return 2
-    needed = {"memory": "memory_sweep", "speed": "speed_sweep"}[args.kind]
-    if not hasattr(bench, needed):
-        print(f"this version of sparseprop.bench has no {needed}(); run the scripts in benchmarks/ instead",
+    from . import bench   # light: matplotlib and tqdm are imported only when used
+
+    missing = bench.missing_extras()
+    if missing:
+        # Check before the sweep, which would otherwise run for minutes and then fail at the figure.
+        print(f"sparseprop bench needs {' and '.join(missing)} (the bench extra): "
+              f"pip install -e \".[bench]\"  (from a checkout), or pip install {' '.join(missing)}",
               file=sys.stderr)
         return 2
     os.makedirs(args.out, exist_ok=True)
@@ -518,15 +598,18 @@ def build_parser() -> argparse.ArgumentParser:
             BPTT (per parameter and overall), the cosine to BPTT, trace memory per example, and the
             terms a method drops (from explain()). Run it before trusting a new neuron model.
 
-            Exit code 1 if a method that claims exactness differs from BPTT by more than 1e-9,
-            2 if the factory cannot be loaded.
+            Exit codes: 0 PASS; 1 FAIL, a method that claims exactness differs from BPTT by more
+            than 1e-9; 2 the factory cannot be loaded or raised; 3 ERROR, BPTT or a method raised
+            on the model (its row says ERROR, the message follows the table; the other rows
+            still run); 4 INCONCLUSIVE, a parameter's BPTT gradient is zero (did any neuron spike?).
 
             """) + FACTORY_HELP,
         epilog="examples:\n  sparseprop check mymodels:make_lif\n"
                "  sparseprop check path/to/models.py:make_alif --T 100 --methods exact,eprop")
     p.add_argument("factory", metavar="MODULE:FACTORY")
     p.add_argument("--T", type=int, default=None, help="number of time steps (default: the factory's)")
-    p.add_argument("--methods", default="exact,eprop", help="comma-separated methods among exact, eprop, snap1 (default: exact,eprop)")
+    p.add_argument("--methods", default="exact,eprop,ostl", help="comma-separated methods among exact, eprop, "
+                   "ostl, snap1 (default: exact,eprop,ostl)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_check)
 
@@ -537,7 +620,8 @@ def build_parser() -> argparse.ArgumentParser:
                     + FACTORY_HELP,
         epilog="example:\n  sparseprop explain mymodels:make_alif --methods eprop")
     p.add_argument("factory", metavar="MODULE:FACTORY")
-    p.add_argument("--methods", default="exact,eprop", help="comma-separated methods among exact, eprop, snap1 (default: exact,eprop)")
+    p.add_argument("--methods", default="exact,eprop,ostl", help="comma-separated methods among exact, eprop, "
+                   "ostl, snap1 (default: exact,eprop,ostl)")
     p.set_defaults(func=cmd_explain)
 
     p = sub.add_parser(
@@ -566,7 +650,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     **Returns:**
 
-    The exit code: 0 on success, 1 if `check` found an exactness failure, 2 on a usage error.
+    The exit code: 0 on success, 1 if `check` found an exactness failure, 2 on a usage error
+    (a factory that cannot be loaded or raises), 3 if the model raised under BPTT or a method,
+    4 if `check` compared nothing for some parameter (its BPTT gradient is zero).
     """
     parser = build_parser()
     args = parser.parse_args(argv)

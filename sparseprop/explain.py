@@ -46,6 +46,26 @@ class MixingReport:
 
 @dataclass
 class Explanation:
+    """What the tracer derived for one model, method and set of shapes: `learner.explain()`.
+
+    `str(explanation)` is the printed report; the fields are there for programs (tests,
+    the `sparseprop check` table, memory budgets).
+
+    **Fields:**
+
+    - `method`: the method's name (`"exact"`, `"eprop"`, `"snap1"`).
+    - `exact`: whether the learner's gradient equals BPTT for this model (no term dropped;
+      always True for `"exact"`).
+    - `blocks`: one `BlockReport` per trace block d state / d parameter: its kind
+      (`"diagonal"`, `"per-neuron (shared parameter)"`, `"synaptic eligibility"`,
+      `"dense"`), shape, bytes per example and update rule.
+    - `dropped`: one `DroppedTerm` per operation whose paths the method cuts from the
+      traces, with the user's source line and the state leaves it mixes.
+    - `notes`: structure the tracer could not prove (an operation treated as mixing, a
+      trace kept dense), with source lines.
+    - `trace_bytes` (property): the bytes of all traces for one example, independent of the
+      sequence length; multiply by the batch size.
+    """
     method: str
     exact: bool
     blocks: List[BlockReport] = field(default_factory=list)

@@ -6,7 +6,8 @@ Every model is a small frozen dataclass (its options are static) with
   axis), exactly the contract of `sparseprop.online_grad`;
 - `model.init_params(key, n_in, n, dtype=None)`: a dict of learnable parameters
   (weights, and per-neuron leaks, thresholds-adaptation strengths, ... as vectors);
-- `model.init_state(n, dtype=None)`: the resting state.
+- `model.init_state(n, dtype=None, batch=None)`: the resting state, leaves `(n,)`, or
+  `(batch, n)` for a batch (`learner.init_batch`).
 
 `dtype=None` means JAX's default float (float64 under `jax_enable_x64`).
 
@@ -48,6 +49,15 @@ def _float(dtype):
     return jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
 
 
+def _shape(n, batch):
+    """`(n,)`, or `(batch, n)` for a batch of resting states."""
+    if batch is None:
+        return (n,)
+    if int(batch) < 1:
+        raise ValueError(f"batch must be a positive int, got {batch!r}")
+    return (int(batch), n)
+
+
 def _normal(key, shape, scale, dtype):
     return scale * jax.random.normal(key, shape, dtype)
 
@@ -82,7 +92,9 @@ class Neuron:
     def init_params(self, key, n_in: int, n: int, dtype=None) -> dict:  # pragma: no cover
         raise NotImplementedError
 
-    def init_state(self, n: int, dtype=None) -> dict:  # pragma: no cover
+    def init_state(self, n: int, dtype=None, batch=None) -> dict:  # pragma: no cover
+        """The resting state of `n` neurons, leaves `(n,)` of `dtype`, or `(batch, n)` with a batch
+        size (the `states0` of `learner.init_batch`)."""
         raise NotImplementedError
 
 
@@ -163,18 +175,19 @@ class LIF(Neuron):
         return {**_synapses(k_syn, n_in, n, self.recurrent, 2.0, dtype),
                 "alpha": _uniform(k_alpha, n, 0.8, 0.95, dtype)}
 
-    def init_state(self, n, dtype=None):
+    def init_state(self, n, dtype=None, batch=None):
         """Resting state: `v = 0`.
 
         **Arguments:**
 
         - `n`: number of neurons; `dtype`: float dtype.
+        - `batch`: a batch size `B`: every leaf gets a leading axis, `(B, n)`.
 
         **Returns:**
 
         The state dict.
         """
-        return {"v": jnp.zeros((n,), _float(dtype))}
+        return {"v": jnp.zeros(_shape(n, batch), _float(dtype))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,16 +224,16 @@ class CurrentLIF(LIF):
         params["alpha_syn"] = _uniform(k_syn, n, 0.5, 0.8, _float(dtype))
         return params
 
-    def init_state(self, n, dtype=None):
+    def init_state(self, n, dtype=None, batch=None):
         """Resting state: `i = v = 0`.
 
-        **Arguments:** `n`, `dtype`.
+        **Arguments:** `n`, `dtype`, `batch` (as for `Neuron.init_state`).
 
         **Returns:**
 
         The state dict.
         """
-        zeros = jnp.zeros((n,), _float(dtype))
+        zeros = jnp.zeros(_shape(n, batch), _float(dtype))
         return {"i": zeros, "v": zeros}
 
 
@@ -262,16 +275,16 @@ class ALIF(LIF):
         params["beta"] = _uniform(k_beta, n, 0.5, 2.0, dtype)
         return params
 
-    def init_state(self, n, dtype=None):
+    def init_state(self, n, dtype=None, batch=None):
         """Resting state: `v = a = 0`.
 
-        **Arguments:** `n`, `dtype`.
+        **Arguments:** `n`, `dtype`, `batch` (as for `Neuron.init_state`).
 
         **Returns:**
 
         The state dict.
         """
-        zeros = jnp.zeros((n,), _float(dtype))
+        zeros = jnp.zeros(_shape(n, batch), _float(dtype))
         return {"v": zeros, "a": zeros}
 
 
@@ -325,17 +338,17 @@ class Izhikevich(Neuron):
                 "a": _uniform(k_a, n, 0.018, 0.022, dtype), "b": _uniform(k_b, n, 0.18, 0.22, dtype),
                 "c": _uniform(k_c, n, -67.0, -63.0, dtype), "d": _uniform(k_d, n, 7.0, 9.0, dtype)}
 
-    def init_state(self, n, dtype=None):
+    def init_state(self, n, dtype=None, batch=None):
         """Rest: `v = −65`, `u = 0.2·v = −13`.
 
-        **Arguments:** `n`, `dtype`.
+        **Arguments:** `n`, `dtype`, `batch` (as for `Neuron.init_state`).
 
         **Returns:**
 
         The state dict.
         """
         dtype = _float(dtype)
-        return {"v": jnp.full((n,), -65.0, dtype), "u": jnp.full((n,), -13.0, dtype)}
+        return {"v": jnp.full(_shape(n, batch), -65.0, dtype), "u": jnp.full(_shape(n, batch), -13.0, dtype)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -391,17 +404,17 @@ class AdEx(Neuron):
                 "k_m": _uniform(k_m, n, 0.04, 0.06, dtype), "k_w": _uniform(k_tw, n, 0.005, 0.01, dtype),
                 "a": _uniform(k_a, n, 0.0, 0.5, dtype), "b": _uniform(k_b, n, 1.0, 3.0, dtype)}
 
-    def init_state(self, n, dtype=None):
+    def init_state(self, n, dtype=None, batch=None):
         """Rest: `v = E_L`, `w = 0`.
 
-        **Arguments:** `n`, `dtype`.
+        **Arguments:** `n`, `dtype`, `batch` (as for `Neuron.init_state`).
 
         **Returns:**
 
         The state dict.
         """
         dtype = _float(dtype)
-        return {"v": jnp.full((n,), self.e_leak, dtype), "w": jnp.zeros((n,), dtype)}
+        return {"v": jnp.full(_shape(n, batch), self.e_leak, dtype), "w": jnp.zeros(_shape(n, batch), dtype)}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -449,16 +462,16 @@ class ResonateAndFire(Neuron):
         return {"w_in": _normal(k_w, (n, n_in), 2.0 / math.sqrt(n_in), dtype),
                 "decay": _uniform(k_d, n, 0.85, 0.97, dtype), "omega": _uniform(k_o, n, 0.2, 0.8, dtype)}
 
-    def init_state(self, n, dtype=None):
+    def init_state(self, n, dtype=None, batch=None):
         """Rest: `x = y = 0`.
 
-        **Arguments:** `n`, `dtype`.
+        **Arguments:** `n`, `dtype`, `batch` (as for `Neuron.init_state`).
 
         **Returns:**
 
         The state dict.
         """
-        zeros = jnp.zeros((n,), _float(dtype))
+        zeros = jnp.zeros(_shape(n, batch), _float(dtype))
         return {"x": zeros, "y": zeros}
 
 
@@ -489,16 +502,16 @@ class LeakyIntegrator(Neuron):
         return {"w_in": _normal(k_w, (n, n_in), 1.0 / math.sqrt(n_in), dtype),
                 "alpha": _uniform(k_alpha, n, 0.8, 0.95, dtype), "bias": jnp.zeros((n,), dtype)}
 
-    def init_state(self, n, dtype=None):
+    def init_state(self, n, dtype=None, batch=None):
         """Rest: `v = 0`.
 
-        **Arguments:** `n`, `dtype`.
+        **Arguments:** `n`, `dtype`, `batch` (as for `Neuron.init_state`).
 
         **Returns:**
 
         The state dict.
         """
-        return {"v": jnp.zeros((n,), _float(dtype))}
+        return {"v": jnp.zeros(_shape(n, batch), _float(dtype))}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -547,16 +560,16 @@ class DiagonalLRU(Neuron):
                 "c_re": _normal(k[4], (n_out, n), c_scale, dtype), "c_im": _normal(k[5], (n_out, n), c_scale, dtype),
                 "d": _normal(k[6], (n_out, n_in), 1.0 / math.sqrt(n_in), dtype)}
 
-    def init_state(self, n, dtype=None):
+    def init_state(self, n, dtype=None, batch=None):
         """Rest: `h = 0`.
 
-        **Arguments:** `n`, `dtype`.
+        **Arguments:** `n`, `dtype`, `batch` (as for `Neuron.init_state`).
 
         **Returns:**
 
         The state dict.
         """
-        zeros = jnp.zeros((n,), _float(dtype))
+        zeros = jnp.zeros(_shape(n, batch), _float(dtype))
         return {"re": zeros, "im": zeros}
 
 
@@ -600,16 +613,16 @@ class GRUCell(Neuron):
         params["c_n"] = jnp.zeros((n,), dtype)
         return params
 
-    def init_state(self, n, dtype=None):
+    def init_state(self, n, dtype=None, batch=None):
         """Rest: `h = 0`.
 
-        **Arguments:** `n`, `dtype`.
+        **Arguments:** `n`, `dtype`, `batch` (as for `Neuron.init_state`).
 
         **Returns:**
 
         The state dict.
         """
-        return {"h": jnp.zeros((n,), _float(dtype))}
+        return {"h": jnp.zeros(_shape(n, batch), _float(dtype))}
 
 
 # -- composition ---------------------------------------------------------------------------
@@ -651,19 +664,20 @@ class Sequential:
         return tuple(layer.init_params(k, n_in, n, dtype)
                      for layer, k, n_in, n in zip(self.layers, keys, sizes[:-1], sizes[1:]))
 
-    def init_state(self, sizes: Sequence[int], dtype=None) -> tuple:
+    def init_state(self, sizes: Sequence[int], dtype=None, batch=None) -> tuple:
         """Each layer's `init_state`.
 
         **Arguments:**
 
         - `sizes`: as for `init_params`; `dtype`: float dtype.
+        - `batch`: a batch size `B`: every leaf gets a leading axis `(B, n)`.
 
         **Returns:**
 
         A tuple of per-layer states.
         """
         self._check(sizes)
-        return tuple(layer.init_state(n, dtype) for layer, n in zip(self.layers, sizes[1:]))
+        return tuple(layer.init_state(n, dtype, batch) for layer, n in zip(self.layers, sizes[1:]))
 
     def _check(self, sizes):
         if len(sizes) != len(self.layers) + 1:

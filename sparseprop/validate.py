@@ -71,3 +71,147 @@ def check_loss(loss) -> None:
     if jnp.shape(loss) != ():
         raise ValueError(f"loss_fn must return a scalar; it returned shape {jnp.shape(loss)}. "
                          f"Reduce it, e.g. with jnp.sum or jnp.mean.")
+
+
+# ---------------------------------------------------------------------------- carries
+def _leaf_text(v) -> str:
+    return f"{jnp.result_type(v).name}{list(np.shape(v))}"
+
+
+def check_carry(carry, carry_type, what: str = "carry") -> None:
+    """`carry` must be a `Carry` (from `learner.init` or a previous step), not None or another object."""
+    if carry is None:
+        raise TypeError(f"{what} is None: start a stream with carry = learner.init(params, state0, x0) "
+                        f"(or learner.init_batch for a batch) and pass the carry each step returns")
+    if not isinstance(carry, carry_type):
+        raise TypeError(f"{what} must be the Carry returned by learner.init or by the previous step; got a "
+                        f"{type(carry).__name__}. If you hold a model state, start a stream from it with "
+                        f"learner.init(params, state, x0)")
+
+
+def check_traces(traces, blocks, block_names, tag, batch_shape=()) -> None:
+    """The carry's traces must be the ones this learner's program makes: same method, count, shapes, dtypes.
+
+    **Arguments:**
+
+    - `traces`: `carry.traces`; `blocks`: the program's trace blocks (with `shape`, `dtype`);
+      `block_names`: one name per block, for messages; `tag`: the program's layout tag.
+    - `batch_shape`: the leading batch axes the traces carry (`step_batch`).
+
+    **Raises:**
+
+    `ValueError` naming the first block that does not fit.
+    """
+    advice = ("A carry belongs to one learner (one model, method and set of shapes): build it with this "
+              "learner's init(params, state0, x0), or keep using the learner that built it.")
+    other = getattr(traces, "tag", None)
+    if other is not None and other[0] != tag[0]:
+        raise ValueError(f"this carry's traces were built by a learner with method={other[0]!r}; this learner "
+                         f"uses method={tag[0]!r}, whose traces mean something else. {advice}")
+    leaves = list(traces) if isinstance(traces, (tuple, list)) else None
+    if leaves is None or len(leaves) != len(blocks):
+        got = f"{len(leaves)} trace arrays" if leaves is not None else f"a {type(traces).__name__}"
+        raise ValueError(f"the carry holds {got}; this learner's program (method={tag[0]!r}) has "
+                         f"{len(blocks)} trace blocks. {advice}")
+    for name, blk, T in zip(block_names, blocks, leaves):
+        want = tuple(batch_shape) + tuple(blk.shape)
+        if tuple(np.shape(T)) != want or jnp.result_type(T) != jnp.dtype(blk.dtype):
+            raise ValueError(f"the carry's trace for {name} is {_leaf_text(T)}, but this learner's program "
+                             f"(method={tag[0]!r}) stores it as {jnp.dtype(blk.dtype).name}{list(want)}. "
+                             f"{advice}")
+    if other is not None and other != tag:
+        raise ValueError(f"this carry's traces have the shapes of this learner's program but a different "
+                         f"layout (built by another learner or model). {advice}")
+
+
+# ---------------------------------------------------------------------------- learning signals
+def match_state_signal(state_signal, state) -> list:
+    """Align a per-state learning signal with the state's leaves.
+
+    `state_signal` must have the state's pytree structure, except that `None` may stand for
+    a leaf or a whole subtree that gets no signal. Each array must broadcast to its leaf's shape.
+
+    **Arguments:**
+
+    - `state_signal`: the signal pytree; `state`: the model state (or its shapes).
+
+    **Returns:**
+
+    One entry per state leaf: an array of the leaf's shape, or None.
+
+    **Raises:**
+
+    `ValueError` naming the keys that do not match, or the leaf whose shape does not fit.
+    """
+    is_none = lambda v: v is None  # noqa: E731
+    signal_def = jax.tree_util.tree_structure(state_signal, is_leaf=is_none)
+    try:
+        subtrees = signal_def.flatten_up_to(state)
+    except (ValueError, TypeError) as e:
+        raise ValueError(_signal_mismatch(state_signal, state)) from e
+    out = []
+    sig_named = jax.tree_util.tree_flatten_with_path(state_signal, is_leaf=is_none)[0]
+    for (path, sig), sub in zip(sig_named, subtrees):
+        sub_leaves = jax.tree_util.tree_leaves(sub)
+        if sig is None:
+            out.extend([None] * len(sub_leaves))
+            continue
+        if not (len(sub_leaves) == 1 and sub_leaves[0] is sub):
+            raise ValueError(f"state_signal{jax.tree_util.keystr(path)} is one array, but the state has a "
+                             f"subtree there ({jax.tree_util.tree_structure(sub)}); give one array per leaf, "
+                             f"or None for no signal")
+        sig = jnp.asarray(sig)
+        try:
+            out.append(jnp.broadcast_to(sig, np.shape(sub)))
+        except ValueError as e:
+            raise ValueError(f"state_signal{jax.tree_util.keystr(path)} has shape {list(sig.shape)}, which does "
+                             f"not fit the state leaf of shape {list(np.shape(sub))}") from e
+    return out
+
+
+def _signal_mismatch(state_signal, state) -> str:
+    is_none = lambda v: v is None  # noqa: E731
+    sig_paths = [k for k, _ in jax.tree_util.tree_flatten_with_path(state_signal, is_leaf=is_none)[0]]
+    state_named = jax.tree_util.tree_flatten_with_path(state)[0]
+    state_paths = [k for k, _ in state_named]
+    covers = lambda prefix, path: tuple(path[:len(prefix)]) == tuple(prefix)  # noqa: E731
+    extra = [k for k in sig_paths if not any(covers(k, p) or covers(p, k) for p in state_paths)]
+    missing = [p for p in state_paths if not any(covers(k, p) or covers(p, k) for k in sig_paths)]
+    text = ", ".join(f"{jax.tree_util.keystr(k) or '<root>'}: {_leaf_text(v)}" for k, v in state_named)
+    parts = []
+    if extra:
+        parts.append("it has " + ", ".join(jax.tree_util.keystr(k) or "<root>" for k in extra)
+                     + ", which the state has not")
+    if missing:
+        parts.append("it lacks " + ", ".join(jax.tree_util.keystr(k) or "<root>" for k in missing))
+    if not parts:
+        parts.append(f"its structure is {jax.tree_util.tree_structure(state_signal, is_leaf=is_none)}")
+    return (f"state_signal does not have the state's structure: {'; '.join(parts)}. The state's leaves: "
+            f"{text}. Give one array per state leaf (shaped like it), or None for a leaf or subtree "
+            f"without signal.")
+
+
+# ---------------------------------------------------------------------------- non-finite values
+def check_finite(named_trees, when: str, index=None) -> None:
+    """Add a `jax.experimental.checkify` check that every float leaf is finite (no NaN, no inf).
+
+    Eagerly a failed check raises at once; under `jax.jit` / `lax.scan` the caller wraps the
+    function in `checkify.checkify` and calls `err.throw()`.
+
+    **Arguments:**
+
+    - `named_trees`: `[(name, pytree)]`, names for the message (e.g. `"the input x"`).
+    - `when`: where in the step (e.g. `"entering the step"`).
+    - `index`: the step's index in a `run` (a traced int), or None.
+    """
+    from jax.experimental import checkify
+    for name, tree in named_trees:
+        for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]:
+            if v is None or not jnp.issubdtype(jnp.result_type(v), jnp.inexact):
+                continue
+            label = (name + jax.tree_util.keystr(path)).replace("{", "{{").replace("}", "}}")
+            message = f"sparseprop: {label} has a NaN or inf {when}"
+            if index is None:
+                checkify.check(jnp.all(jnp.isfinite(v)), message)
+            else:
+                checkify.check(jnp.all(jnp.isfinite(v)), message + " (step {index} of the run)", index=index)

@@ -3,7 +3,7 @@
 Each builder returns a `Case`: the model, its params and initial state, the input
 width, and (for models with neuron-mixing paths) `cut_model`, the same model with
 `stop_gradient` on exactly the paths that e-prop drops, written out by hand. Every
-matrix has its own shape and every array its own PRNG key (DESIGN §4).
+matrix has its own shape and every array its own PRNG key.
 """
 from typing import Callable, NamedTuple, Optional
 

@@ -105,3 +105,109 @@ def test_params_changing_between_steps_is_online_learning():
         params = jax.tree_util.tree_map(lambda p, g: p - 1e-3 * g, params, out.grads)
         assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(out.grads))
     assert max_relative_error(params, case.params) > 0
+
+
+def test_donating_the_carry_leaves_state0_usable_for_the_next_stream():
+    """The documented recipe jit(step, donate_argnums=1): init must not alias the caller's arrays
+    (alif's state0 is one zeros buffer three times: donating it would fail or delete it)."""
+    case = alif()
+    xs, targets = inputs(case, T=6)
+    learner = sp.online_grad(case.model, mse)
+    step = jax.jit(learner.step, donate_argnums=1)
+    finals = []
+    for _ in range(2):                               # two sequences from the same state0
+        carry = learner.init(case.params, case.state0, xs[0])
+        for x, t in zip(xs, targets):
+            carry, out = step(case.params, carry, x, t)
+        finals.append(out.grads)
+    assert not any(leaf.is_deleted() for leaf in jax.tree_util.tree_leaves(case.state0))
+    assert max_relative_error(finals[0], finals[1]) == 0.0
+
+
+def test_init_batch_from_one_state_and_a_batch_size():
+    case = lif_subtract()
+    B, T = 3, 8
+    xs, targets = inputs(case, T=T, batch=B)
+    learner = sp.online_grad(case.model, mse)
+    stacked = jax.tree_util.tree_map(lambda s: jnp.stack([s] * B), case.state0)
+    by_size = learner.init_batch(case.params, case.state0, xs[0, 0], batch_size=B)
+    by_stack = learner.init_batch(case.params, stacked, xs[:, 0])
+    assert jax.tree_util.tree_structure(by_size) == jax.tree_util.tree_structure(by_stack)
+    for a, b in zip(jax.tree_util.tree_leaves(by_size), jax.tree_util.tree_leaves(by_stack)):
+        assert a.shape == b.shape and bool(jnp.all(a == b))
+    _, total = learner.run_batch(case.params, by_size, xs, targets)
+    ref = jax.tree_util.tree_map(lambda *g: sum(g), *[
+        bptt(case.model, mse, case.params, case.state0, xs[b], targets[b])[1] for b in range(B)])
+    assert max_relative_error(total.grads, ref) <= 1e-9
+    assert learner.init_batch(case.params, case.state0, batch_size=B).state["v"].shape == (B, 7)
+
+
+def test_simulate_is_the_forward_pass_of_run():
+    case = recurrent_lif()
+    xs, targets = inputs(case, T=12)
+    learner = sp.online_grad(case.model, mse)
+    traj = sp.simulate(case.model, case.params, case.state0, xs)
+    state, outputs = case.state0, []
+    for x in xs:                                      # the same steps, by hand
+        state, y = case.model(case.params, state, x)
+        outputs.append(y)
+    np.testing.assert_allclose(traj.outputs, jnp.stack(outputs), rtol=1e-12)   # scan vs eager: rounding
+    for a, b in zip(jax.tree_util.tree_leaves(traj.state), jax.tree_util.tree_leaves(state)):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert all(s.shape[0] == 12 for s in jax.tree_util.tree_leaves(traj.states))
+    _, total = learner.run(case.params, learner.init(case.params, case.state0, xs[0]), xs, targets)
+    np.testing.assert_allclose(total.outputs, traj.outputs, rtol=1e-12)
+    lean = jax.jit(learner.simulate, static_argnums=3)(case.params, case.state0, xs, False)
+    assert lean.states is None
+    np.testing.assert_allclose(lean.outputs, traj.outputs, rtol=1e-12)
+
+
+def test_run_with_float64_targets_and_float32_params():
+    """The loss is float64, the params float32: the sums keep each its own dtype (no scan carry error)."""
+    case = lif_subtract()
+    xs, targets = inputs(case, T=10)
+    f32 = lambda tree: jax.tree_util.tree_map(lambda v: v.astype(jnp.float32), tree)  # noqa: E731
+    params, state0, xs32 = f32(case.params), f32(case.state0), f32(xs)
+    learner = sp.online_grad(case.model, mse)
+    _, total = learner.run(params, learner.init(params, state0, xs32[0]), xs32, targets)
+    assert total.loss.dtype == jnp.float64
+    assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(total.grads))
+    _, ref, _ = bptt(case.model, mse, params, state0, xs32, targets)
+    assert max_relative_error(total.grads, ref) <= 1e-4      # float32 rounding
+
+
+def test_run_with_bfloat16_params_and_a_float32_loss():
+    bf16 = jnp.bfloat16
+
+    def model(p, s, x):
+        v = p["alpha"] * s["v"] + p["w"] @ x
+        return {"v": v}, p["w_out"] @ v
+    k = jax.random.split(jax.random.PRNGKey(3), 3)
+    params = {"alpha": jnp.full(4, 0.9, bf16), "w": jax.random.normal(k[0], (4, 3), bf16),
+              "w_out": jax.random.normal(k[1], (2, 4), bf16)}
+    state0 = {"v": jnp.zeros(4, bf16)}
+    xs = jax.random.normal(k[2], (6, 3), bf16)
+    targets = jnp.ones((6, 2), jnp.float32)
+    loss_fn = lambda y, t: jnp.sum((y.astype(jnp.float32) - t) ** 2)  # noqa: E731
+    learner = sp.online_grad(model, loss_fn)
+    _, total = learner.run(params, learner.init(params, state0, xs[0]), xs, targets)
+    assert total.loss.dtype == jnp.float32
+    assert all(g.dtype == bf16 for g in jax.tree_util.tree_leaves(total.grads))
+    loss, _ = sp.bptt_grad(model, loss_fn)(params, state0, xs, targets)
+    np.testing.assert_allclose(float(total.loss), float(loss), rtol=1e-6)
+
+
+def test_catalogue_init_state_with_a_batch():
+    from sparseprop import neurons
+    net = neurons.Sequential((neurons.ALIF(), neurons.Izhikevich(), neurons.LeakyIntegrator()))
+    sizes = (3, 5, 4, 2)
+    one, batch = net.init_state(sizes), net.init_state(sizes, batch=6)
+    for a, b in zip(jax.tree_util.tree_leaves(one), jax.tree_util.tree_leaves(batch)):
+        assert b.shape == (6,) + a.shape
+        np.testing.assert_array_equal(b, jnp.broadcast_to(a, b.shape))
+    small = neurons.Sequential((neurons.LIF(), neurons.LeakyIntegrator()))
+    params = small.init_params(jax.random.PRNGKey(0), (3, 5, 2))
+    learner = sp.online_grad(small, mse)
+    carry = learner.init_batch(params, small.init_state((3, 5, 2), batch=6), jnp.ones((6, 3)))
+    carry, out = learner.step_batch(params, carry, jnp.ones((6, 3)), jnp.zeros((6, 2)))
+    assert out.output.shape == (6, 2)

@@ -1,5 +1,8 @@
 """The benchmark harness (sparseprop.bench) at tiny sizes: row fields, constant online memory
 in T against growing BPTT memory, and exactness of the exact methods in float64."""
+import subprocess
+import sys
+
 import jax.numpy as jnp
 import pytest
 
@@ -55,3 +58,35 @@ def test_problem_is_float32_and_abstract():
     params, s0, xs, ts = bench.make_problem("alif", 8, 6, 2, 10000, jnp.float32, abstract=True)
     assert xs.shape == (10000, 2, 6) and ts.shape == (10000, 2, 8)
     assert params["w"].dtype == jnp.float32 and s0["a"].shape == (2, 8)
+
+
+def test_bench_command_names_the_extra_before_running_when_matplotlib_is_missing():
+    code = ("import sys; sys.modules['matplotlib'] = None; from sparseprop.cli import main; "
+            "sys.exit(main(['bench', 'memory', '--quick', '--out', sys.argv[1]]))")
+    out = subprocess.run([sys.executable, "-c", code, "unused-out"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2, out
+    assert "matplotlib" in out.stderr and 'pip install -e ".[bench]"' in out.stderr, out.stderr
+    assert "memory" not in out.stdout      # nothing was swept
+
+
+def test_hand_written_reference_programs_match_bptt():
+    """benchmarks/hand_written.py: the hand-derived online gradients equal its BPTT (float64)."""
+    import os
+    import jax
+    sys.path.insert(0, os.path.join(os.path.dirname(__file__), os.pardir, "benchmarks"))
+    try:
+        import hand_written
+    finally:
+        sys.path.pop(0)
+    n, m, b, t = 6, 5, 2, 40
+    k1, k2, k3 = jax.random.split(jax.random.PRNGKey(0), 3)
+    params = {"w": jax.random.normal(k1, (n, m)) * 1.5, "alpha": jnp.asarray(0.9),
+              "alpha_vec": jnp.linspace(0.8, 0.95, n)}
+    xs = (jax.random.uniform(k2, (t, b, m)) < 0.4).astype(jnp.float64)
+    ts = (jax.random.uniform(k3, (t, b, n)) < 0.2).astype(jnp.float64)
+    progs = hand_written.reference_programs(n, b)
+    assert float(progs["forward"](params, xs)) > 5          # the layer spikes
+    ref = progs["bptt"](params, xs, ts)["w"]
+    assert bench.relative_error(progs["online_factorised"](params, xs, ts), ref) <= 1e-9
+    ref_pn = progs["bptt"](dict(params, alpha=params["alpha_vec"]), xs, ts)["w"]
+    assert bench.relative_error(progs["online_eligibility"](params, xs, ts), ref_pn) <= 1e-9

@@ -27,6 +27,32 @@ LIF_FACTORY = textwrap.dedent("""\
 
     def not_a_tuple():
         return 3
+
+    def make_silent(T=20):               # no input: no neuron ever spikes, every BPTT gradient is zero
+        model, loss_fn, params, state0, xs, targets = make_lif(T)
+        return model, loss_fn, params, state0, jnp.zeros_like(xs), targets + 1.0
+
+    def make_broken():
+        raise RuntimeError("the data file is missing")
+
+    @jax.custom_vjp
+    def clipped_surrogate(v):
+        return (v > 0).astype(v.dtype)
+
+    def _fwd(v):
+        return clipped_surrogate(v), v
+
+    def _bwd(v, g):                      # not linear in g: no forward-mode program exists
+        return (jnp.clip(g, -1.0, 1.0) / (1.0 + jnp.abs(v)) ** 2,)
+    clipped_surrogate.defvjp(_fwd, _bwd)
+
+    def make_untraceable(T=20):
+        model, loss_fn, params, state0, xs, targets = make_lif(T)
+        def lif(params, state, x):
+            v = params["alpha"] * state["v"] + params["w"] @ x - state["z"]
+            z = clipped_surrogate(v - 1.0)
+            return {"v": v, "z": z}, params["w_out"] @ z
+        return lif, loss_fn, params, state0, xs, targets
     """)
 
 RECURRENT_FACTORY = textwrap.dedent("""\
@@ -107,7 +133,7 @@ def test_explain_prints_each_method(factories, capsys):
     (":make_lif", "expected MODULE:FACTORY"),
     ("cli_no_such_module:make", "cannot import module 'cli_no_such_module'"),
     ("missing_file.py:make", "no such file"),
-    ("cli_lif_models:make_gru", "has no attribute 'make_gru'; callables there: make_lif, not_a_tuple"),
+    ("cli_lif_models:make_gru", "has no attribute 'make_gru'; callables there: clipped_surrogate, make_broken"),
     ("cli_lif_models:not_a_tuple", "must return (model, loss_fn, params, state0, xs, targets)"),
 ])
 def test_bad_factory_strings_give_a_clear_error(factories, capsys, spec, message):
@@ -126,7 +152,7 @@ def test_help_explains_every_command():
     assert "sparseprop check mymodels:make_alif" in out
     check_help = subprocess.run([sys.executable, "-m", "sparseprop.cli", "check", "--help"],
                                 capture_output=True, text=True, env=env, timeout=60).stdout
-    assert "Exit code 1" in check_help and "def make_lif" in check_help
+    assert "Exit codes: 0 PASS; 1 FAIL" in check_help and "def make_lif" in check_help
 
 
 def test_bench_memory_quick_delegates_to_sparseprop_bench(tmp_path, capsys):
@@ -138,3 +164,48 @@ def test_bench_memory_quick_delegates_to_sparseprop_bench(tmp_path, capsys):
     assert (out_dir / "memory.csv").is_file() and (out_dir / "memory.png").is_file()
     out = capsys.readouterr().out
     assert "online_exact" in out and "ratio" in out
+
+
+def test_check_flags_a_silent_model_and_does_not_pass(factories, capsys):
+    code = cli.main(["check", "cli_lif_models:make_silent", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == cli.EXIT_INCONCLUSIVE == 4, out
+    assert "BPTT gradient is zero: check that neurons spike" in out
+    assert "INCONCLUSIVE" in out and "PASS" not in out
+
+
+def test_check_model_that_fails_to_trace_has_its_own_exit_code(factories, capsys):
+    code = cli.main(["check", "cli_lif_models:make_untraceable", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == cli.EXIT_MODEL_ERROR == 3, captured.out
+    rows = [line for line in captured.out.splitlines() if line.startswith(("exact ", "eprop "))]
+    assert len(rows) == 2 and all(line.rstrip().endswith("ERROR") for line in rows)
+    assert "errors:" in captured.out and "TracerError" in captured.out
+    assert "not a gradient mismatch" in captured.out
+    assert "Traceback" not in captured.out + captured.err
+
+
+def test_check_keeps_going_when_one_method_raises(factories, capsys, monkeypatch):
+    import sparseprop.api
+    real = sparseprop.api.online_grad
+
+    def eprop_breaks(model, loss_fn, method="exact", **kw):
+        if method == "eprop":
+            raise IndexError("an internal error of the eprop method")
+        return real(model, loss_fn, method, **kw)
+    monkeypatch.setattr(sparseprop.api, "online_grad", eprop_breaks)
+    code = cli.main(["check", "cli_lif_models:make_lif", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 3, out
+    exact_row = next(line for line in out.splitlines() if line.startswith("exact "))
+    eprop_row = next(line for line in out.splitlines() if line.startswith("eprop "))
+    assert "OK" in exact_row and float(exact_row.split()[2]) <= 1e-9
+    assert "ERROR" in eprop_row
+    assert "eprop: IndexError: an internal error of the eprop method" in out
+    assert "params['w_out']" in out                    # the per-parameter table is still printed
+
+
+def test_check_factory_that_raises_is_a_usage_error(factories, capsys):
+    assert cli.main(["check", "cli_lif_models:make_broken"]) == 2
+    err = capsys.readouterr().err
+    assert "make_broken raised RuntimeError: the data file is missing" in err

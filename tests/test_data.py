@@ -206,3 +206,17 @@ def test_h5py_is_imported_lazily():
             "assert 'h5py' not in sys.modules, 'sparseprop.data imports h5py at import time'")
     subprocess.run([sys.executable, "-c", code], check=True)
     assert shd._import_h5py() is h5py
+
+
+def test_bin_events_agrees_with_tonic():
+    """Our binning (numpy, no extra dependency) against tonic's published ToFrame, when installed."""
+    F = pytest.importorskip("tonic.functional")
+    rng = np.random.default_rng(3)
+    t = np.sort(rng.uniform(0.0, 0.5, 400))
+    u = rng.integers(0, 700, 400)
+    events = np.zeros(400, dtype=[("t", float), ("x", int), ("p", int)])
+    events["t"], events["x"] = t, u
+    frames = F.to_frame_numpy(events, (700, 1, 1), time_window=0.01, start_time=0.0, end_time=0.4)
+    ours = bin_events(t, u, dt=0.01, num_steps=40, num_units=700)
+    assert ours.sum() > 200
+    np.testing.assert_array_equal(ours, frames.reshape(40, 700))

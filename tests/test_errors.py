@@ -110,3 +110,108 @@ def test_complex_state_is_refused_with_a_way_out():
     learner = sp.online_grad(model, mse)
     with pytest.raises(TypeError, match=r"state leaf <root> is complex.*two float leaves"):
         learner.step(params, learner.init(params, jnp.zeros(3, jnp.complex128)), jnp.ones(2), jnp.zeros(3))
+
+
+# ------------------------------------------------------------------ carries that do not fit
+def test_step_without_a_carry_says_to_call_init():
+    case, x, t = _setup()
+    learner = sp.online_grad(case.model, mse)
+    with pytest.raises(TypeError, match=r"carry is None: start a stream with carry = learner.init"):
+        learner.step(case.params, None, x, t)
+    with pytest.raises(TypeError, match=r"must be the Carry .* got a dict"):
+        learner.step(case.params, case.state0, x, t)           # the state instead of the carry
+    carry = learner.init(case.params, case.state0, x)
+    with pytest.raises(TypeError, match=r"got a tuple"):
+        learner.run(case.params, tuple(carry), x[None], t[None])
+
+
+def test_carry_of_another_method_is_refused():
+    from models import recurrent_lif
+    case = recurrent_lif()
+    x, t = jnp.ones(case.n_in), jnp.zeros(case.n_out)
+    exact, eprop = sp.online_grad(case.model, mse), sp.online_grad(case.model, mse, method="eprop")
+    carry = eprop.init(case.params, case.state0, x)
+    with pytest.raises(ValueError, match=r"built by a learner with method='eprop'; this learner uses method='exact'"):
+        exact.step(case.params, carry, x, t)
+    with pytest.raises(ValueError, match=r"method='eprop'"):
+        jax.jit(exact.step)(case.params, carry, x, t)
+
+
+def test_carry_of_other_shapes_names_the_trace():
+    """Same state shapes, other parameter shapes: the traces do not fit and the error says which."""
+    case, x, t = _setup()
+    small = lif_subtract(m=3)
+    learner = sp.online_grad(case.model, mse)
+    carry = learner.init(small.params, small.state0, jnp.ones(3))           # built for w (7, 3)
+    with pytest.raises(ValueError, match=r"trace for dstate\['v'\]/dparams\['w'\] is float64\[7, 3\].*"
+                                         r"float64\[7, 4\].*init\(params, state0, x0\)"):
+        learner.step(case.params, carry, x, t)
+    hand_made = sp.Carry(case.state0, (jnp.zeros(3),))                       # a plain tuple of arrays
+    with pytest.raises(ValueError, match=r"holds 1 trace arrays"):
+        learner.step(case.params, hand_made, x, t)
+
+
+# ------------------------------------------------------------------ NaN and inf in a stream
+def _nan_stream():
+    case, _, _ = _setup()
+    from models import inputs
+    xs, targets = inputs(case, T=8)
+    return case, xs, targets
+
+
+def test_nan_by_default_poisons_the_stream_silently():
+    case, xs, targets = _nan_stream()
+    learner = sp.online_grad(case.model, mse)
+    carry = learner.init(case.params, case.state0, xs[0])
+    carry, _ = learner.step(case.params, carry, xs[0].at[1].set(jnp.nan), targets[0])
+    for x, t in zip(xs[1:], targets[1:]):
+        carry, out = learner.step(case.params, carry, x, t)
+    assert bool(jnp.all(jnp.isnan(out.grads["w"])))           # what check_finite is for
+
+
+def test_check_finite_names_the_quantity_eagerly_and_under_jit():
+    from jax.experimental import checkify
+    case, xs, targets = _nan_stream()
+    learner = sp.online_grad(case.model, mse, check_finite=True)
+    carry = learner.init(case.params, case.state0, xs[0])
+    carry, out = learner.step(case.params, carry, xs[0], targets[0])        # finite: no error
+    with pytest.raises(Exception, match=r"the input x has a NaN or inf entering the step"):
+        learner.step(case.params, carry, xs[1].at[0].set(jnp.inf), targets[1])
+    checked = jax.jit(checkify.checkify(learner.step))
+    err, _ = checked(case.params, carry, xs[1], targets[1])
+    err.throw()                                                              # no error
+    bad = dict(case.params, beta=case.params["beta"].at[2].set(jnp.nan))
+    err, _ = checked(bad, carry, xs[1], targets[1])
+    with pytest.raises(Exception, match=r"params\['beta'\] has a NaN or inf entering the step"):
+        err.throw()
+    err, _ = checked(case.params, carry, xs[1], targets[1].at[0].set(jnp.nan))
+    with pytest.raises(Exception, match=r"the target has a NaN or inf"):
+        err.throw()
+
+
+def test_check_finite_in_run_gives_the_step_index():
+    from jax.experimental import checkify
+    case, xs, targets = _nan_stream()
+    learner = sp.online_grad(case.model, mse, check_finite=True)
+    carry = learner.init(case.params, case.state0, xs[0])
+    err, _ = jax.jit(checkify.checkify(learner.run))(case.params, carry, xs.at[5, 0].set(jnp.nan), targets)
+    with pytest.raises(Exception, match=r"the input x has a NaN or inf entering the step \(step 5 of the run\)"):
+        err.throw()
+
+
+def test_check_finite_catches_a_nan_made_inside_the_step():
+    def model(p, s, x):
+        v = 0.9 * s + jnp.log(p["w"] @ x)          # log of a negative current: NaN from finite inputs
+        return v, v
+    params = {"w": jnp.array([[1.0, 0.0], [0.0, -1.0]])}
+    learner = sp.online_grad(model, mse, check_finite=True)
+    with pytest.raises(Exception, match=r"the loss has a NaN or inf after the step"):
+        learner.step(params, learner.init(params, jnp.zeros(2)), jnp.ones(2), jnp.zeros(2))
+
+
+def test_check_finite_names_a_bad_learning_signal():
+    case, xs, _ = _nan_stream()
+    learner = sp.online_grad(case.model, None, check_finite=True)
+    carry = learner.init(case.params, case.state0, xs[0])
+    with pytest.raises(Exception, match=r"the output signal has a NaN or inf"):
+        learner.signal_step(case.params, carry, xs[0], lambda y: y * jnp.nan)

@@ -1,7 +1,8 @@
-"""The examples that can run in a test: examples/shd.py on a tiny generated SHD file.
+"""The examples that can run in a test: examples/shd.py on a tiny generated SHD file, and the
+NIR round trip in a short version.
 
-digits_online.py and streaming.py take tens of seconds and are run by hand (they write
-the PNGs in docs/img); they are not run here.
+digits_online.py and streaming.py take tens of seconds and are run by hand (they write their
+figures to out/; `--out docs/img` regenerates the docs' figures); they are not run here.
 """
 import os
 import subprocess
@@ -9,6 +10,7 @@ import sys
 
 import h5py
 import numpy as np
+import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHD_EXAMPLE = os.path.join(ROOT, "examples", "shd.py")
@@ -36,6 +38,7 @@ def run_example(*args):
                           env=env, cwd=ROOT, timeout=300)
 
 
+@pytest.mark.slow
 def test_shd_example_trains_on_a_tiny_file(tmp_path):
     path = write_tiny_shd(tmp_path / "shd_train.h5")
     result = run_example("--path", str(path), "--max-samples", "8", "--epochs", "1",
@@ -53,3 +56,13 @@ def test_shd_example_missing_file_exits_2_with_the_message(tmp_path):
     assert "zenkelab.org/datasets" in result.stderr and "shd_test.h5" in result.stderr
     assert "spikes/times" in result.stderr and "labels" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_nir_roundtrip_example_reloads_the_trained_graph(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "nir_roundtrip.py"), "--steps", "2",
+                             "--out", str(tmp_path)], capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "reloaded graph gives the same outputs: True" in result.stdout
+    assert (tmp_path / "nir_roundtrip.nir").exists() and (tmp_path / "nir_gradients.png").exists()

@@ -10,7 +10,7 @@ sg = jax.lax.stop_gradient
 
 
 def shared_leak_lif(p, v, x):
-    """The model of shared/reference/limit_lif.py: shared leak, detached reset by subtraction."""
+    """The model of benchmarks/hand_written.py: shared leak, detached reset by subtraction."""
     z_prev = sg(sp.spike(v - 1.0))
     v = p["alpha"] * v + p["w"] @ x - z_prev
     return v, sp.spike(v - 1.0)

@@ -8,7 +8,20 @@ UNKNOWN_SOURCE = "<unknown source>"
 
 
 class TracerError(Exception):
-    """The tracer met something it cannot turn into a correct online program."""
+    """The tracer met something it cannot turn into a correct online program.
+
+    Raised when a learner first traces a model (`learner.init` with an example input, the
+    first `step`, `explain`, `is_exact`), never in the middle of a stream. The message
+    names the JAX primitive (or the `custom_vjp` / `custom_jvp` function), the user's
+    source line (`file:line (function)`) and what to do instead: a rewrite that forward
+    mode can follow (e.g. a `jax.custom_jvp` derivative instead of a backward rule that is
+    not linear in the cotangent), or another method.
+
+    sparseprop raises rather than guess: every gradient it returns is exact, or dropped by
+    a method and reported by `explain()`. `sparseprop.bptt_grad` needs only reverse mode
+    and still works on such models. `sparseprop check` shows a `TracerError` as an
+    `ERROR` row (exit code 3).
+    """
 
 
 def source_line(eqn) -> str:

@@ -1,6 +1,0 @@
-// MathJax configuration for pymdownx.arithmatex (generic mode): render \( \) and \[ \].
-window.MathJax = {
-  tex: { inlineMath: [["\\(", "\\)"]], displayMath: [["\\[", "\\]"]], processEscapes: true, processEnvironments: true },
-  options: { ignoreHtmlClass: ".*|", processHtmlClass: "arithmatex" }
-};
-document$.subscribe(() => { MathJax.typesetPromise(); });
