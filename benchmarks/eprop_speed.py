@@ -15,8 +15,9 @@ then `--repeats` rounds, median per program), and the whole round-robin is done 
 -> recurrent ALIF, leaky readout of 20 classes, T = 100) at one large size: ms/step, XLA's
 compiled temp bytes and the peak RSS of a child process running the program once.
 
-Writes `<out>/eprop_speed.csv`, `<out>/eprop_shd.csv`, `<out>/eprop_speed.png` and the
-markdown table `--docs` (default docs/eprop_benchmarks.md).
+Writes `<out>/eprop_speed.csv`, `eprop_speed_ratios.csv`, `eprop_shd.csv`, `eprop_hlo.csv`,
+`eprop_speed.png` (default `benchmarks/results/`) and the markdown table `--docs` (default
+`docs/eprop_benchmarks.md`); `--quick` writes to `out/bench-quick/` instead.
 Usage: python benchmarks/eprop_speed.py [--quick] [--shd N B] [--hlo]
 """
 from __future__ import annotations
@@ -372,8 +373,10 @@ def main(argv=None):
     ap.add_argument("--shd-compile", nargs=2, type=int, default=None, metavar=("N", "B"),
                     help="also compile (no run) the SHD configuration at this size: temp bytes only")
     ap.add_argument("--hlo", action="store_true", help="count loop-body ops of eprop and hand (m=128, n=256)")
-    ap.add_argument("--out", default=os.path.join(HERE, "results"))
-    ap.add_argument("--docs", default=os.path.join(os.path.dirname(HERE), "docs", "eprop_benchmarks.md"))
+    ap.add_argument("--out", default=None, help="CSV/PNG folder; default: benchmarks/results "
+                                                 "(out/bench-quick with --quick)")
+    ap.add_argument("--docs", default=None, help="markdown table; default: docs/eprop_benchmarks.md "
+                                                 "(out/bench-quick/eprop_benchmarks.md with --quick)")
     ap.add_argument("--shd-rss", nargs=2, type=int, default=None, metavar=("N", "B"),
                     help="only (re)measure the peak RSS of the timed SHD rows of this size in the CSV")
     ap.add_argument("--skip-grid", action="store_true", help="only the SHD / HLO parts (table from existing CSVs)")
@@ -382,6 +385,10 @@ def main(argv=None):
     if a.rss_child:
         return rss_child_main(json.loads(a.rss_child))
     quick = a.quick
+    quick_dir = os.path.join(os.path.dirname(HERE), "out", "bench-quick")
+    a.out = a.out or (quick_dir if quick else os.path.join(HERE, "results"))
+    a.docs = a.docs or (os.path.join(quick_dir, "eprop_benchmarks.md") if quick
+                        else os.path.join(os.path.dirname(HERE), "docs", "eprop_benchmarks.md"))
     cfg = dict(batch=4 if quick else 16, T=20 if quick else 100, k=10, repeats=a.repeats)
     sizes = QUICK_SIZES if quick else SIZES
     shd = a.shd or ((32, 4) if quick else (512, 16))
