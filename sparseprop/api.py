@@ -120,10 +120,12 @@ class OnlineLearner:
             check_params(params)
             check_real(params, state)
             check_model_output(self.model, params, state, x)
-            prog = OnlineProgram(self.model, self.method, params, state, x)
+            # without a loss, an external signal may meet any state leaf: keep every trace
+            prog = OnlineProgram(self.model, self.method, params, state, x,
+                                 keep_all_traces=self.loss_fn is None)
             # what a carry's traces mean: the method and each block's layout (static pytree data)
             prog.layout_tag = (self.method.name, repr([
-                (b.state, b.param, b.spec, tuple(b.shape), b.factorised, b.via) for b in prog.blocks]))
+                (b.state, b.param, b.spec, tuple(b.shape), b.factorised, b.via, b.window) for b in prog.blocks]))
             self._programs[key] = prog
         return prog
 
@@ -300,6 +302,11 @@ class OnlineLearner:
             raise ValueError(f"{e} For a batched carry (init_batch), vmap it: "
                              f"jax.vmap(learner.apply_signal, in_axes=(None, 0, 0)).") from None
         signals = match_state_signal(state_signal, carry.state)
+        dropped = sorted({prog.state_names[a] for a, _ in prog.pruned if signals[a] is not None})
+        if dropped:
+            raise ValueError(f"this learner does not carry the traces of {', '.join(dropped)}: its loss "
+                             f"never reads them. For three-factor rules, build it without a loss "
+                             f"(online_grad(model, None, ...)), which keeps every trace.")
         grads = prog.contract([signals[i] for i in prog.diff_states], tuple(carry.traces),
                              jax.tree_util.tree_leaves(params))
         return jax.tree_util.tree_unflatten(prog.p_def, grads)

@@ -161,6 +161,8 @@ def explain(prog: OnlineProgram) -> Explanation:
                     terms.append(f"ψ[{sn[a]}] ⊗ u  (u: the other operand of {pn[p]} at {syn.source})")
         rule = f"{e} ← " + (" + ".join(terms) if terms else "0")
         kind = block_kind(blk.spec, len(prog.p_avals[p].shape))
+        if getattr(blk, "window", None) is not None:
+            kind = "factorised convolution (filtered input ū; kernel gradient by one correlation)"
         report.blocks.append(BlockReport(pn[p], sn[a], kind, blk.shape, blk.nbytes, rule))
     cut = {(c.path, c.operand) for c in prog.cuts}
     for mix in prog.mixing_found:
@@ -173,6 +175,9 @@ def explain(prog: OnlineProgram) -> Explanation:
     for a, p in prog.truncated:
         report.dropped.append(DroppedTerm("multi-step coupling", f"trace d{sn[a]}/d{pn[p]} kept at its one-step "
                                           f"pattern", (sn[a],)))
+    if prog.pruned:
+        report.notes.append("not carried (no learning signal of the loss reaches them; a learner without a "
+                            "loss keeps them): " + ", ".join(f"d{sn[a]}/d{pn[p]}" for a, p in prog.pruned))
     for note in prog.jacobian_analysis.notes + prog.mixing_analysis.notes:
         report.notes.append(f"{note.primitive} at {note.source}: {note.what}")
     return report

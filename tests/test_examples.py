@@ -1,5 +1,5 @@
-"""The examples that can run in a test: examples/shd.py on a tiny generated SHD file, and the
-NIR round trip in a short version.
+"""The examples that can run in a test: examples/shd.py on a tiny generated SHD file, the
+NIR round trip in a short version, examples/conv_digits.py with --quick.
 
 digits_online.py and streaming.py take tens of seconds and are run by hand (they write their
 figures to out/; `--out docs/img` regenerates the docs' figures); they are not run here.
@@ -14,6 +14,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHD_EXAMPLE = os.path.join(ROOT, "examples", "shd.py")
+CONV_DIGITS_EXAMPLE = os.path.join(ROOT, "examples", "conv_digits.py")
 
 
 def write_tiny_shd(path, n_samples=10, seed=0):
@@ -66,3 +67,13 @@ def test_nir_roundtrip_example_reloads_the_trained_graph(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "reloaded graph gives the same outputs: True" in result.stdout
     assert (tmp_path / "nir_roundtrip.nir").exists() and (tmp_path / "nir_gradients.png").exists()
+
+
+def test_conv_digits_example_quick(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, CONV_DIGITS_EXAMPLE, "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "test accuracy" in result.stdout and "trace memory" in result.stdout
+    assert "factorised convolution" in result.stdout
+    assert (tmp_path / "conv_digits_events.png").exists() and (tmp_path / "conv_digits_kernels.png").exists()

@@ -16,6 +16,7 @@ import jax
 import numpy as np
 from jax.extend import core as jcore
 
+from . import convolution
 from .errors import UNKNOWN_SOURCE, source_line
 from .jaxpr_util import CALLS, CUSTOM_DERIVATIVE, sub_jaxpr
 from .rules import RULES, apply_rule
@@ -32,7 +33,8 @@ NEURON_AXIS = 0
 
 @dataclass
 class Synapse:
-    """`I = dot_general(W, u)` (or `(u, W)`): the parameter W enters through a matrix product."""
+    """`I = dot_general(W, u)` (or `(u, W)`): the parameter W enters through a matrix product;
+    or `I = conv_general_dilated(u, W)`: a kernel shared over space (convolution.py)."""
     path: Path
     key: Hashable            # ("synapse", k): the tracked input standing for I
     param: Hashable          # ("param", j)
@@ -41,6 +43,8 @@ class Synapse:
     dimension_numbers: tuple
     out_shape: Tuple[int, ...]
     source: str
+    primitive: str = "dot_general"   # or "conv_general_dilated": a kernel shared over space
+    params: Optional[dict] = None     # the convolution's parameters (convolution.py)
 
 
 @dataclass
@@ -136,7 +140,7 @@ class _Walker:
                 key = self.projections[here]
                 outs = [{key: identity_map(len(eqn.outvars[0].aval.shape))}]
                 outs_uni = [frozenset([key])]
-            elif self.mode == "jacobian" and name == "dot_general" and self._synapse(eqn, ins, here, raw):
+            elif self.mode == "jacobian" and name in SYNAPSE_PRIMITIVES and self._synapse(eqn, ins, here, raw):
                 key = self.result.synapses[-1].key
                 outs = [{key: identity_map(len(eqn.outvars[0].aval.shape))}]
                 outs_uni = [frozenset([key])]
@@ -205,6 +209,17 @@ class _Walker:
         return outs
 
     def _synapse(self, eqn, ins, here, raw) -> bool:
+        if eqn.primitive.name == convolution.PRIMITIVE:
+            found = convolution.is_conv_synapse(eqn, ins, raw)
+            if found is None:
+                return False
+            k = len(self.result.synapses)
+            self.result.synapses.append(Synapse(
+                path=here, key=("synapse", k), param=found[0], perm=found[1], param_side=1,
+                dimension_numbers=eqn.params["dimension_numbers"],
+                out_shape=tuple(eqn.outvars[0].aval.shape), source=self.source(eqn),
+                primitive=convolution.PRIMITIVE, params=dict(eqn.params)))
+            return True
         for side in (0, 1):
             w = eqn.invars[side]
             if isinstance(w, jcore.Literal) or w not in raw or ins[1 - side]:
@@ -222,6 +237,7 @@ class _Walker:
 
 
 LOOPS_AND_BRANCHES = {"cond", "scan", "while"}
+SYNAPSE_PRIMITIVES = {"dot_general", convolution.PRIMITIVE}
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
-from typing import Dict, Hashable, List, Tuple
+from typing import Dict, Hashable, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +23,7 @@ import numpy as np
 from jax.extend import core as jcore
 from jax._src.interpreters import partial_eval as pe
 
+from . import convolution
 from . import jacobian as jac
 from .analysis import NEURON_AXIS, Analysis, Mixing, MixTag, Synapse, analyse
 from .errors import TracerError, source_line
@@ -48,6 +49,7 @@ class TraceBlock:
     dtype: object
     factorised: bool = False   # stored without the neuron axes: e[i, l] = ū[l] for every i
     via: Hashable = None       # a readout's block kept as W · ē: the key of its `Projection`
+    window: Optional[int] = None   # factorised convolution: ū is the filtered input of this synapse
 
     @property
     def nbytes(self) -> int:
@@ -77,7 +79,7 @@ class Projection:
 class OnlineProgram:
     """The compiled structure of one model at one set of shapes (built once, then jitted)."""
 
-    def __init__(self, model, method: Method, params, state, x):
+    def __init__(self, model, method: Method, params, state, x, keep_all_traces: bool = False):
         self.model, self.method = model, method
         p_named, self.p_def = jax.tree_util.tree_flatten_with_path(params)
         s_named, self.s_def = jax.tree_util.tree_flatten_with_path(state)
@@ -99,6 +101,7 @@ class OnlineProgram:
                 break
             self.projections = [pr for pr in self.projections if pr.key not in rejected]
         self._plan_output(p, s, xs)
+        self._prune(keep_all_traces)
 
     # ---------------------------------------------------------------- tracing
     def call_model(self, p_leaves, s_leaves, x_leaves):
@@ -129,6 +132,11 @@ class OnlineProgram:
         self.mixing_found = found.mixing     # every mixing equation, for explain()
         self.mixing_analysis = analyse(self.model_jaxpr, in_deps, mode="mixing", cut=self.method.cut,
                                        classify=lambda mix: _set_flags(mix, flags))
+        # previous state leaves the output depends on, through the step the learning signal takes
+        outputs = (self.mixing_analysis.outputs if self.method.cut_output
+                   else analyse(self.model_jaxpr, in_deps, mode="mixing").outputs)[len(s):]
+        self.output_reads_previous = {key[1] for d in outputs for key in d
+                                      if isinstance(key, tuple) and key[0] == "state"}
         self.cuts = [m for m in self.mixing_analysis.mixing if self.method.cut(m)]
 
     def _evaluate_cut(self, p, s, xs, forward_differentiable):
@@ -230,6 +238,8 @@ class OnlineProgram:
 
     def _synapse_param_map(self, syn: Synapse) -> AxisMap:
         """Map of the synapse output I on its parameter W: kept axes matched, contracted free."""
+        if syn.primitive == convolution.PRIMITIVE:
+            return convolution.param_map(syn.params, syn.perm, len(self._input_shape(syn.param)))
         (lc, rc), (lb, rb) = syn.dimension_numbers
         ndims = len(self._input_shape(syn.param))
         contract, batch = (lc, lb) if syn.param_side == 0 else (rc, rb)
@@ -308,6 +318,7 @@ class OnlineProgram:
                   and pr.key in uniform[y]
                   and (("state", y) not in self.jmap[y] or ("state", y) in uniform[y])
                   and not any((y, pj) in self.block_index for pj in params)
+                  and not any(self.blocks[self.block_index[(b, pj)]].window is not None for pj in params)
                   and not any(("state", y) in self.jmap[a] for a in S if a != y)
                   # worth it only where ē is smaller than the readout's own (dense) blocks
                   and sum(self.blocks[self.block_index[(b, pj)]].nbytes for pj in params)
@@ -323,8 +334,8 @@ class OnlineProgram:
         return rejected
 
     def _probe_plan(self, reverse):
-        """Forward probes for every input that a new state outside `reverse` depends on."""
-        S = [a for a in self.diff_states if a not in reverse]
+        """Forward probes for every input that a new state with traces, outside `reverse`, depends on."""
+        S = [a for a in self._traced_states() if a not in reverse]
         inputs = sorted({key for a in S for key in self.jmap[a]}, key=str)
         plan, offset = [], 0   # (key, compressed axes, offset, count)
         for key in inputs:
@@ -335,13 +346,16 @@ class OnlineProgram:
             offset += count
         return plan, offset
 
+    def _traced_states(self):
+        return sorted({b.state for b in self.blocks})
+
     def _plan_probes(self):
         """Choose how each Jacobian block is measured: forward probes (one per enumerated
         input index, compressed along proved diagonals) or, for new-state leaves with a
         dense block, reverse rows (one per entry of that leaf: cheap for a small readout
         fed by a wide layer)."""
         size = {a: int(np.prod(self.s_avals[a].shape, dtype=np.int64)) for a in self.diff_states}
-        dense = [a for a in self.diff_states
+        dense = [a for a in self._traced_states()
                  if any(m and all(x is None for x in m) for m in self.jmap[a].values())]
         self.reverse_states = []
         best = self._probe_plan(())[1]
@@ -407,6 +421,44 @@ class OnlineProgram:
             if ok[(blk.state, blk.param)]:
                 blk.factorised = True
                 blk.shape = jac.free_shape(blk.spec, self.p_avals[blk.param].shape)
+        self._factorise_convolutions(uniform)
+
+    def _factorise_convolutions(self, uniform):
+        """Store a convolution kernel's trace block as the filtered input ū (convolution.py).
+
+        Holds when the kernel enters through one convolution synapse, the block's sources
+        are that synapse and other such blocks, every Jacobian feeding it is a scalar times
+        the identity, and the state is the convolution's output up to size-1 axes.
+        """
+        an = self.jacobian_analysis
+        ok = {}
+        for blk in self.blocks:
+            a, pj = blk.state, blk.param
+            syns = [k for k, syn in enumerate(an.synapses) if syn.param == ("param", pj)]
+            if blk.factorised or len(syns) != 1 or an.synapses[syns[0]].primitive != convolution.PRIMITIVE:
+                continue
+            syn = an.synapses[syns[0]]
+            deps = self.jmap[a]
+            if ("param", pj) in deps or not all(key in uniform[a] for key in deps if key == syn.key or (
+                    key[0] == "state" and (key[1], pj) in self.block_index)):
+                continue
+            if convolution.state_spec(syn.out_shape, self.s_avals[a].shape) is None:
+                continue
+            ok[(a, pj)] = syns[0]
+        changed = True
+        while changed:   # a factorised block may only be fed by factorised blocks
+            changed = False
+            for (a, pj) in list(ok):
+                if not all((key[1], pj) in ok for key in self.jmap[a]
+                           if key[0] == "state" and (key[1], pj) in self.block_index):
+                    del ok[(a, pj)]
+                    changed = True
+        for blk in self.blocks:
+            k = ok.get((blk.state, blk.param))
+            if k is not None:
+                syn = an.synapses[k]
+                blk.factorised, blk.window = True, k
+                blk.shape = tuple(equation_at(self.jvp_jaxpr.jaxpr, syn.path).invars[0].aval.shape)
 
     # ---------------------------------------------------------------- run time
     def zero_traces(self):
@@ -462,12 +514,13 @@ class OnlineProgram:
             new_s, _, us = run({})
         us = dict(zip(captured_keys, us))
         blocks: Dict[Tuple[int, Hashable], jac.StructJac] = {}
+        traced = set(self._traced_states())
         for key, comp, offset, count in self.probe_plan:
             in_shape = self._input_shape(key)
             enum = enumerated_shape(in_shape, comp)
             for pos, a in enumerate(S):
                 m = self.jmap[a].get(key)
-                if m is None:
+                if m is None or a not in traced:    # probes are compressed for traced states only
                     continue
                 t = tangents[pos][offset: offset + count]
                 t = t.reshape(enum + tuple(self.s_avals[a].shape))
@@ -521,6 +574,8 @@ class OnlineProgram:
 
     def synapse_block(self, psi: jac.StructJac, u, syn: Synapse) -> jac.StructJac:
         """d state / d W from ψ = d state / d I and the presynaptic operand u of I = W·u."""
+        if syn.primitive == convolution.PRIMITIVE:
+            return convolution.synapse_block(psi, u, syn.params, syn.perm, self._input_shape(syn.param))
         (lc, rc), (lb, rb) = syn.dimension_numbers
         p_shape = self._input_shape(syn.param)
         fresh = jac.Labels()
@@ -570,6 +625,12 @@ class OnlineProgram:
             if sig is None:
                 continue
             a = blk.state
+            if blk.window is not None:
+                syn = self.jacobian_analysis.synapses[blk.window]
+                g = convolution.kernel_gradient(sig, T, syn.params, syn.perm, self.p_avals[blk.param].shape,
+                                                syn.out_shape, batched)
+                grads[blk.param] = grads[blk.param] + g.astype(grads[blk.param].dtype)
+                continue
             if blk.via is not None:    # λ_y · (W · ē) = (Wᵀ λ_y) · ē: the signal moves back to b
                 pr = self._projection(blk.via)
                 a = pr.source
@@ -625,6 +686,17 @@ class OnlineProgram:
             parts = []
             state_terms = [(k, v) for (aa, k), v in J.items() if aa == a and k[0] == "state"]
             synapses = [syn for syn in an.synapses if syn.param == ("param", pj) and (a, syn.key) in J]
+            if blk.window is not None:
+                # every Jacobian here is c·I: ū_t = Σ c · ū_{t-1} + c_ψ · u (the filtered input)
+                total = jnp.zeros(blk.shape, blk.dtype)
+                for key, Jab in state_terms:
+                    bi = self.block_index.get((key[1], pj))
+                    if bi is not None:
+                        total = total + _scalar(Jab.array) * traces[bi]
+                for syn in synapses:
+                    total = total + _scalar(J[(a, syn.key)].array) * us[syn.key]
+                new_traces.append(total.astype(blk.dtype))
+                continue
             if blk.factorised:
                 # every Jacobian here is c·I: multiply the stored ū by the scalar c
                 total = jnp.zeros(blk.shape, blk.dtype)
@@ -658,6 +730,11 @@ class OnlineProgram:
         blk = self.blocks[i]
         assert blk.via is None, "a readout's filtered trace is read by no other state (_plan_projections)"
         p_shape = self.p_avals[blk.param].shape
+        if blk.window is not None:
+            syn = self.jacobian_analysis.synapses[blk.window]
+            full = convolution.expand(T, syn.params, syn.perm, p_shape, syn.out_shape,
+                                      self.s_avals[blk.state].shape)
+            return jac.respec(full, blk.spec)
         if blk.factorised:
             a_shape = tuple(self.s_avals[blk.state].shape)
             T = jnp.broadcast_to(T, a_shape + T.shape)
@@ -736,6 +813,55 @@ class OnlineProgram:
             return
         self.state_out_position = {v: i for i, v in enumerate(state_out)}
         self.output_via_state = True
+        needed = {v for v in jx.outvars[n_s:] if isinstance(v, jcore.Var)}
+        for eqn in reversed(jx.eqns):
+            if any(v in needed for v in eqn.outvars):
+                needed |= {v for v in eqn.invars if isinstance(v, jcore.Var)}
+        self.output_reads_new = {i for i, v in enumerate(state_out) if v in needed}
+
+    def _needed_blocks(self, signalled):
+        """Blocks the learning signal meets (states in `signalled`) and those their updates read."""
+        need = {key for key in self.block_index if key[0] in signalled}
+        stack = list(need)
+        while stack:
+            a, pj = stack.pop()
+            blk = self.blocks[self.block_index[(a, pj)]]
+            reads = [key[1] for key in self.jmap[a] if key[0] == "state"]
+            if blk.via is not None:
+                reads.append(self._projection(blk.via).source)
+            for b in reads:
+                if (b, pj) in self.block_index and (b, pj) not in need:
+                    need.add((b, pj))
+                    stack.append((b, pj))
+        return need
+
+    def _prune(self, keep_all: bool):
+        """Carry only the trace blocks a loss can need, in the cheaper of the two learning-signal forms.
+
+        With λ_t = ∂l_t/∂s_{t-1}, the signal meets the blocks of the previous state leaves the
+        output depends on; with the new-state form, those of the new state leaves it reads.
+        Blocks that neither the signal nor the update of a needed block reads are dropped
+        (e.g. the spikes' trace of a LIF whose output reads the potential's previous value
+        only). `keep_all` (a learner without a loss: external signals may meet any leaf)
+        keeps every block.
+        """
+        self.pruned: List[Tuple[int, int]] = []
+        if keep_all:
+            return
+        need = self._needed_blocks(self.output_reads_previous)
+        if self.output_via_state:
+            need_new = self._needed_blocks(self.output_reads_new)
+            size = lambda keys: sum(self.blocks[self.block_index[k]].nbytes for k in keys)   # noqa: E731
+            if size(need) < size(need_new):
+                self.output_via_state = False     # the previous-state form carries less
+            else:
+                need = need_new
+        self.pruned = sorted(k for k in self.block_index if k not in need)
+        if not self.pruned:
+            return
+        self.blocks = [b for b in self.blocks if (b.state, b.param) in need]
+        self.block_index = {(b.state, b.param): i for i, b in enumerate(self.blocks)}
+        self._plan_probes()
 
     def output_from_new_state(self, p, s_new, s_prev, xs):
         """The model's output with its new-state values taken from `s_new` (see `_plan_output`)."""

@@ -55,6 +55,12 @@ def elementwise_rule(eqn, in_deps):
     (nd,) = _out_ndims(eqn)
     # Rank-0 operands are broadcast: their maps are all-free already (no axis to match).
     parts = [d if len(v.aval.shape) in (0, nd) else free_all(d) for d, v in zip(in_deps, eqn.invars)]
+    # lax broadcasts size-1 axes of equal-rank operands: such an axis is summed in the
+    # gradient (a (C, 1, 1) leak against (C, H, W)), not matched
+    out_shape = eqn.outvars[0].aval.shape
+    parts = [remap_axes(d, {i: i for i, n in enumerate(v.aval.shape) if n == out_shape[i]})
+             if len(v.aval.shape) == nd and tuple(v.aval.shape) != tuple(out_shape) else d
+             for d, v in zip(parts, eqn.invars)]
     return [merge_deps(*parts)]
 
 
@@ -74,7 +80,34 @@ def reshape_rule(eqn, in_deps):
     b = [j for j, s in enumerate(out_shape) if s != 1]
     if eqn.params.get("dimensions") is None and [in_shape[i] for i in a] == [out_shape[j] for j in b]:
         return [remap_axes(in_deps[0], dict(zip(a, b)))]
+    if eqn.params.get("dimensions") is None:
+        # Split or merged axes (pooling by reshape: (C, H, W) -> (C, H/2, 2, W/2, 2)): an axis
+        # that is alone in its group of equal products keeps its match; the group's others mix.
+        return [remap_axes(in_deps[0], _reshape_unchanged_axes(in_shape, out_shape))]
     return [free_all(in_deps[0])]
+
+
+def _reshape_unchanged_axes(in_shape, out_shape):
+    """{input axis: output axis} for axes a row-major reshape leaves intact."""
+    a = [i for i, s in enumerate(in_shape) if s != 1]
+    b = [j for j, s in enumerate(out_shape) if s != 1]
+    axis_to, i, j = {}, 0, 0
+    while i < len(a) and j < len(b):
+        gi, gj = [a[i]], [b[j]]
+        pi, pj = in_shape[a[i]], out_shape[b[j]]
+        while pi != pj:
+            if pi < pj:
+                i += 1
+                gi.append(a[i])
+                pi *= in_shape[a[i]]
+            else:
+                j += 1
+                gj.append(b[j])
+                pj *= out_shape[b[j]]
+        if len(gi) == 1 and len(gj) == 1:
+            axis_to[gi[0]] = gj[0]
+        i, j = i + 1, j + 1
+    return axis_to
 
 
 def squeeze_rule(eqn, in_deps):
@@ -208,6 +241,50 @@ def pad_rule(eqn, in_deps):
     return [merge_deps(remap_axes(in_deps[0], keep), free_all(in_deps[1]))]
 
 
+def conv_rule(eqn, in_deps):
+    """`conv_general_dilated(lhs, rhs)`: output (n, o, *spatial) reads lhs[n] over a window of
+    every (grouped) input feature, and kernel slice rhs[o]. The lhs batch axis is matched to
+    the output batch axis (unless batch groups fold it into features); the kernel's
+    output-feature axis is matched to the output feature axis (with feature or batch groups
+    too: output feature o always uses kernel slice o). Features and space are mixed."""
+    lhs_spec, rhs_spec, out_spec = eqn.params["dimension_numbers"]
+    lhs, rhs = eqn.invars[:2]
+    out_shape = eqn.outvars[0].aval.shape
+    lhs_to = {}
+    if eqn.params.get("batch_group_count", 1) == 1 and lhs.aval.shape[lhs_spec[0]] == out_shape[out_spec[0]]:
+        lhs_to[lhs_spec[0]] = out_spec[0]
+    rhs_to = {rhs_spec[0]: out_spec[1]} if rhs.aval.shape[rhs_spec[0]] == out_shape[out_spec[1]] else {}
+    return [merge_deps(remap_axes(in_deps[0], lhs_to), remap_axes(in_deps[1], rhs_to))]
+
+
+def _window_kept_axes(eqn):
+    """Axes a window operation leaves alone: window 1, stride 1, no padding or dilation."""
+    p = eqn.params
+    nd = len(eqn.invars[0].aval.shape)
+    padding = p.get("padding") or ((0, 0),) * nd
+    base = p.get("base_dilation") or (1,) * nd
+    return {i: i for i in range(nd) if p["window_dimensions"][i] == 1 and p["window_strides"][i] == 1
+            and tuple(padding[i]) == (0, 0) and base[i] == 1}
+
+
+def window_rule(eqn, in_deps):
+    """Pooling (`reduce_window_sum/max/min`, generic `reduce_window`): axes with a window of
+    one (the channel axis) stay matched; pooled axes are mixed. Operands of a generic
+    reduce_window are combined by its reducer; its init values are broadcast."""
+    keep = _window_kept_axes(eqn)
+    n = len(eqn.outvars)
+    operands = [remap_axes(d, keep) for d in in_deps[:n]]
+    inits = [free_all(d) for d in in_deps[n:]]
+    out = merge_deps(*operands, *inits)
+    return [dict(out) for _ in eqn.outvars]
+
+
+def select_and_gather_add_rule(eqn, in_deps):
+    """The JVP of max/min pooling: the tangent at each window's selected entry. The operand
+    only selects (piecewise constant): it carries no derivative."""
+    return [remap_axes(in_deps[0], _window_kept_axes(eqn))]
+
+
 def split_rule(eqn, in_deps):
     axis = eqn.params["axis"]
     nd = len(eqn.invars[0].aval.shape)
@@ -246,6 +323,12 @@ RULES.update({
     "slice": slice_rule,
     "pad": pad_rule,
     "split": split_rule,
+    "conv_general_dilated": conv_rule,
+    "reduce_window_sum": window_rule,
+    "reduce_window_max": window_rule,
+    "reduce_window_min": window_rule,
+    "reduce_window": window_rule,
+    "select_and_gather_add": select_and_gather_add_rule,
 })
 
 
