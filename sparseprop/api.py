@@ -330,8 +330,9 @@ class OnlineLearner:
         from .explain import block_kind
         check_carry(carry, Carry)
         prog = self._any_program(params, carry)
+        shapes = [a.shape for a in prog.p_avals]
         return {(prog.state_names[b.state], prog.param_names[b.param]):
-                (block_kind(b.spec, len(prog.p_avals[b.param].shape), b.via), T)
+                (block_kind(b.spec, len(shapes[b.param]), int(np.prod(shapes[b.param])), b.via), T)
                 for b, T in zip(prog.blocks, carry.traces)}
 
     def simulate(self, params, state0, xs, keep_states: bool = True) -> "Trajectory":

@@ -4,6 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import List, Tuple
 
+import numpy as np
+
 from .tracer.errors import source_line
 from .tracer.program import OnlineProgram
 from .tracer.structure import is_diagonal
@@ -110,17 +112,28 @@ def _bytes(n: int) -> str:
         n /= 1024
 
 
-def block_kind(spec, param_ndim: int, via=None) -> str:
+def block_kind(spec, param_ndim: int, param_size: int = 0, via=None) -> str:
     """The name of a trace block's storage (see `BlockReport.kind`)."""
     if via is not None:
         return "readout-filtered eligibility"
-    if param_ndim == 0:
+    if param_ndim == 0 or param_size == 1:     # one entry, broadcast: shared by every neuron
         return "per-neuron (shared parameter)"
     if is_diagonal(spec):
         return "diagonal"
     if any(s is not None for s in spec):
         return "synaptic eligibility"
     return "dense"
+
+
+def _input_name(prog: OnlineProgram, key) -> str:
+    """A tracked input by the user's name: a state or parameter leaf, or a synapse's product."""
+    kind, k = key
+    if kind == "state":
+        return prog.state_names[k]
+    if kind == "param":
+        return prog.param_names[k]
+    syn = prog.jacobian_analysis.synapses[k]
+    return f"the product with {prog.param_names[syn.param[1]]} at {syn.source}"
 
 
 def explain(prog: OnlineProgram) -> Explanation:
@@ -144,7 +157,7 @@ def explain(prog: OnlineProgram) -> Explanation:
             b = sn[pr.source]
             rule = (f"{e} = W · ē,  ē ← c ⊙ ē + c' ⊙ e[{b},{pn[p]}]  (W: the readout matrix of "
                     f"{b} at {source_line(pr.eqn)}, at its current value; ē has the shape of e[{b},{pn[p]}])")
-            report.blocks.append(BlockReport(pn[p], sn[a], block_kind(blk.spec, 0, blk.via), blk.shape,
+            report.blocks.append(BlockReport(pn[p], sn[a], block_kind(blk.spec, 0, via=blk.via), blk.shape,
                                              blk.nbytes, rule))
             continue
         terms = []
@@ -160,7 +173,7 @@ def explain(prog: OnlineProgram) -> Explanation:
                 if syn.param == ("param", p):
                     terms.append(f"ψ[{sn[a]}] ⊗ u  (u: the other operand of {pn[p]} at {syn.source})")
         rule = f"{e} ← " + (" + ".join(terms) if terms else "0")
-        kind = block_kind(blk.spec, len(prog.p_avals[p].shape))
+        kind = block_kind(blk.spec, len(prog.p_avals[p].shape), int(np.prod(prog.p_avals[p].shape)))
         if getattr(blk, "window", None) is not None:
             kind = "factorised convolution (filtered input ū; kernel gradient by one correlation)"
         report.blocks.append(BlockReport(pn[p], sn[a], kind, blk.shape, blk.nbytes, rule))
@@ -179,5 +192,6 @@ def explain(prog: OnlineProgram) -> Explanation:
         report.notes.append("not carried (no learning signal of the loss reaches them; a learner without a "
                             "loss keeps them): " + ", ".join(f"d{sn[a]}/d{pn[p]}" for a, p in prog.pruned))
     for note in prog.jacobian_analysis.notes + prog.mixing_analysis.notes:
-        report.notes.append(f"{note.primitive} at {note.source}: {note.what}")
+        lost = "; ".join(f"axes {list(axes)} of {_input_name(prog, key)}" for key, axes in note.lost.items())
+        report.notes.append(f"{note.primitive} at {note.source}: {note.what}" + (f" {lost}" if lost else ""))
     return report

@@ -1,5 +1,6 @@
 """The examples that can run in a test: examples/shd.py on a tiny generated SHD file, the
-NIR round trip in a short version, examples/conv_digits.py with --quick.
+NIR round trip in a short version, examples/conv_digits.py and examples/yinyang.py in their
+--quick modes.
 
 digits_online.py and streaming.py take tens of seconds and are run by hand (they write their
 figures to out/; `--out docs/img` regenerates the docs' figures); they are not run here.
@@ -15,6 +16,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHD_EXAMPLE = os.path.join(ROOT, "examples", "shd.py")
 CONV_DIGITS_EXAMPLE = os.path.join(ROOT, "examples", "conv_digits.py")
+YINYANG_EXAMPLE = os.path.join(ROOT, "examples", "yinyang.py")
 
 
 def write_tiny_shd(path, n_samples=10, seed=0):
@@ -77,3 +79,14 @@ def test_conv_digits_example_quick(tmp_path):
     assert "test accuracy" in result.stdout and "trace memory" in result.stdout
     assert "factorised convolution" in result.stdout
     assert (tmp_path / "conv_digits_events.png").exists() and (tmp_path / "conv_digits_kernels.png").exists()
+
+
+@pytest.mark.slow
+def test_yinyang_example_quick_run_writes_its_figure(tmp_path):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    result = subprocess.run([sys.executable, YINYANG_EXAMPLE, "--quick", "--out", str(tmp_path)],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "forward-propagated gradient vs reverse-mode autodiff" in result.stdout
+    assert "epoch 2: train loss" in result.stdout and "test accuracy" in result.stdout
+    assert (tmp_path / "yinyang.png").is_file()

@@ -2,7 +2,8 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 import sparseprop as sp
@@ -80,3 +81,149 @@ def test_random_per_neuron_models_are_exact(e0, e1, n, m, seed):
     # per-neuron models get no dense block (the structure was proved, not assumed)
     prog = learner.program(params, state0, xs[0])
     assert all(not b.spec or any(s is not None for s in b.spec) for b in prog.blocks)
+
+
+# ------------------------------------------------------------------------------------------
+# Models as users of other libraries write them: broadcast parameters, low-precision casts,
+# state sliced / padded / split / joined, per-neuron gathers, jax.checkpoint, custom_vjp
+# surrogates with residuals, several state leaves of different shapes. Each drawn model is
+# exact (vs BPTT) or raises sparseprop's TracerError, and the error only where it must.
+DRAWN = {"models": 0, "raised": 0}
+
+LOW_PRECISION = {"float64": None, "bfloat16_matmul": jnp.bfloat16, "float16_matmul": jnp.float16,
+                 "bfloat16_roundtrip": jnp.bfloat16, "float32_roundtrip": jnp.float32}
+
+
+def _surrogate(affine):
+    @jax.custom_vjp
+    def heaviside(u):
+        return (u > 0).astype(u.dtype)
+
+    def fwd(u):
+        s = jax.nn.sigmoid(4.0 * u)
+        return heaviside(u), (u, s)          # residuals: a tuple
+
+    def bwd(res, g):
+        u, s = res
+        return (g * 4.0 * s * (1.0 - s) + (0.01 if affine else 0.0) * jnp.ones_like(u),)
+    heaviside.defvjp(fwd, bwd)
+    return heaviside
+
+
+def _layout(kind, v, j):
+    if kind == "slice":
+        return v[:j]
+    if kind == "pad":
+        return jnp.pad(v, (j, 1))
+    if kind == "split":
+        return jnp.split(v, [j])[1]
+    if kind == "concat":
+        return jnp.concatenate([v, v[:j]])
+    if kind == "packed_halves":       # a (2n,) vector unpacked by slicing
+        both = jnp.concatenate([v, 2.0 * v])
+        return both[:v.shape[0]] - 0.5 * both[v.shape[0]:]
+    return None
+
+
+@st.composite
+def user_models(draw):
+    n = draw(st.integers(2, 5))
+    k = draw(st.integers(1, 3))
+    return dict(
+        n=n, m=draw(st.integers(1, 3)), k=k, j=draw(st.integers(1, n - 1)), D=draw(st.integers(2, 4)),
+        leak_v=draw(st.sampled_from([(), (1,), (n,)])),
+        leak_c=draw(st.sampled_from([(), (1,), (k,), (1, k), (n, 1), (1, 1), (n, k)])),
+        precision=draw(st.sampled_from(list(LOW_PRECISION))),     # float64 first
+        layout=draw(st.sampled_from(["none", "slice", "pad", "split", "concat", "packed_halves"])),
+        gather=draw(st.sampled_from(["none", "take_along_axis", "arange", "one_hot"])),
+        write=draw(st.sampled_from(["shift", "arange_scatter"])),
+        checkpoint=draw(st.sampled_from(["none", "step", "compartments"])),
+        # the affine rule must raise; draw it less often so most models are checked for exactness
+        surrogate=draw(st.sampled_from(["spike", "custom_vjp", "spike", "custom_vjp", "custom_vjp_affine"])),
+        seed=draw(st.integers(0, 10_000)))
+
+
+def _build(c):
+    n, m, k, j, D = c["n"], c["m"], c["k"], c["j"], c["D"]
+    low = LOW_PRECISION[c["precision"]]
+    spike = sp.spike if c["surrogate"] == "spike" else _surrogate(c["surrogate"] == "custom_vjp_affine")
+    delays = jnp.arange(n) % D
+
+    def read(buf):
+        if c["gather"] == "take_along_axis":
+            return jnp.take_along_axis(buf, delays[:, None], axis=1)[:, 0]
+        if c["gather"] == "arange":
+            return buf[jnp.arange(n), delays]
+        return jnp.sum(buf * jax.nn.one_hot(delays, D, dtype=buf.dtype), axis=1)
+
+    def compartments(cs, v, leak):
+        return leak * cs + 0.3 * v[:, None]
+
+    def model(p, s, x):
+        v = s["v"]
+        z = spike(v - 1.0)
+        if c["precision"].endswith("matmul"):
+            drive = (p["w"].astype(low) @ x.astype(low)).astype(v.dtype)
+        else:
+            drive = p["w"] @ x
+        if c["precision"].endswith("roundtrip"):
+            v = v.astype(low).astype(s["v"].dtype)
+        v = p["leak_v"] * v + drive - sg(z) + 0.1 * s["c"][:, 0]
+        if c["gather"] != "none":
+            v = v + 0.5 * read(s["buf"])
+        comp = jax.checkpoint(compartments) if c["checkpoint"] == "compartments" else compartments
+        new = {"v": v, "c": comp(s["c"], v, p["leak_c"])}
+        y = spike(v - 1.0) + 0.1 * new["c"][:, -1]
+        if c["layout"] != "none":
+            new["aux"] = 0.8 * s["aux"] + _layout(c["layout"], v, j)
+            y = y + 0.05 * jnp.sum(new["aux"])
+        if c["gather"] != "none":
+            if c["write"] == "shift":
+                new["buf"] = jnp.concatenate([drive[:, None], 0.9 * s["buf"][:, :-1]], axis=1)
+            else:     # each neuron writes its own slot
+                new["buf"] = (0.9 * s["buf"]).at[jnp.arange(n), (delays + 1) % D].set(drive)
+        return new, y
+
+    key = jax.random.split(jax.random.PRNGKey(c["seed"]), 3)
+    size = lambda shape: int(np.prod(shape, dtype=np.int64))   # noqa: E731
+    params = {"w": jax.random.normal(key[0], (n, m)) * 2.0,
+              "leak_v": jnp.linspace(0.7, 0.9, size(c["leak_v"])).reshape(c["leak_v"]),
+              "leak_c": jnp.linspace(0.5, 0.8, size(c["leak_c"])).reshape(c["leak_c"])}
+    state0 = {"v": jnp.zeros(n), "c": jnp.zeros((n, k))}
+    if c["layout"] != "none":
+        state0["aux"] = jnp.zeros(_layout(c["layout"], jnp.zeros(n), j).shape)
+    if c["gather"] != "none":
+        state0["buf"] = jnp.zeros((n, D))
+    T = 8
+    xs = jax.random.uniform(key[1], (T, m), maxval=1.5)
+    targets = jax.random.uniform(key[2], (T, n))
+    return (jax.checkpoint(model) if c["checkpoint"] == "step" else model), params, state0, xs, targets
+
+
+@pytest.mark.slow
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(c=user_models())
+def test_models_as_users_write_them_are_exact_or_raise_tracer_error(c):
+    DRAWN["models"] += 1
+    for kind in ("precision", "layout", "gather", "write", "checkpoint", "surrogate", "leak_v", "leak_c"):
+        event(f"{kind}={c[kind]}")
+    model, params, state0, xs, targets = _build(c)
+    learner = sp.online_grad(model, mse)
+    try:
+        _, total = learner.run(params, learner.init(params, state0), xs, targets)
+    except sp.TracerError as e:
+        # the only model outside forward mode here: a backward rule affine in the cotangent
+        assert c["surrogate"] == "custom_vjp_affine", e
+        assert "not linear in the cotangent" in str(e)
+        DRAWN["raised"] += 1
+        event("raised TracerError")
+        return
+    event("exact vs BPTT")
+    assert c["surrogate"] != "custom_vjp_affine", "an affine backward rule was transposed silently"
+    _, grads, _ = bptt(model, mse, params, state0, xs, targets)
+    low = LOW_PRECISION[c["precision"]]
+    # low precision: both sides round at every step, at most ~eps each (see test_never_silent)
+    tol = 1e-9 if low is None else xs.shape[0] * float(jnp.finfo(low).eps)
+    assert max_relative_error(total.grads, grads) <= tol
+    assert float(jnp.max(jnp.abs(total.grads["w"]))) > 0
+    assert learner.is_exact(params, state0, xs[0])

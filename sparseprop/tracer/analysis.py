@@ -13,11 +13,12 @@ from dataclasses import dataclass, field
 from typing import Dict, FrozenSet, Hashable, List, Optional, Tuple
 
 import jax
-import numpy as np
+import jax.numpy as jnp
 from jax.extend import core as jcore
 
 from . import convolution
 from .errors import UNKNOWN_SOURCE, source_line
+from .indices import index_fact
 from .jaxpr_util import CALLS, CUSTOM_DERIVATIVE, sub_jaxpr
 from .rules import RULES, apply_rule
 from .structure import Deps, identity_map, lost_matches, merge_deps
@@ -71,6 +72,7 @@ class Note:
     primitive: str
     source: str
     what: str
+    lost: Dict[Hashable, Tuple[int, ...]] = field(default_factory=dict)   # input key -> axes no longer matched
 
 
 @dataclass
@@ -80,6 +82,11 @@ class Analysis:
     synapses: List[Synapse] = field(default_factory=list)
     mixing: List[Mixing] = field(default_factory=list)
     notes: List[Note] = field(default_factory=list)
+
+
+def _single(v) -> bool:
+    """One entry (rank 0, or every axis of size 1): equal at every index once broadcast."""
+    return all(d == 1 for d in getattr(v.aval, "shape", ()))
 
 
 class _Walker:
@@ -97,24 +104,29 @@ class _Walker:
         line = source_line(eqn)
         return self.call_site if line == UNKNOWN_SOURCE and self.call_site else line
 
-    def walk(self, jaxpr, in_deps: List[Deps], path: Path, raw: Dict, in_uniform=None, in_const=None):
-        """Propagate dependencies (and uniformity, see uniformity.py) through `jaxpr`.
+    def walk(self, jaxpr, in_deps: List[Deps], path: Path, raw: Dict, in_uniform=None, in_const=None,
+             in_facts=None):
+        """Propagate dependencies (and uniformity, see uniformity.py; index facts, see
+        indices.py) through `jaxpr`.
 
         Returns the output `Deps`; the outputs' uniform sets are left in `self.last_uniform`.
         """
         env: Dict = {}
         uni: Dict = {}
         const: Dict = {}
+        facts: Dict = {}
         for k, v in enumerate(jaxpr.invars):
             env[v] = in_deps[k]
             uni[v] = in_uniform[k] if in_uniform else frozenset(in_deps[k])
-            const[v] = in_const[k] if in_const else len(v.aval.shape) == 0
+            const[v] = in_const[k] if in_const else _single(v)
+            if in_facts and in_facts[k] is not None:
+                facts[v] = in_facts[k]
 
         def read(v):
             return {} if isinstance(v, jcore.Literal) else env.get(v, {})
 
         def read_const(v):
-            return isinstance(v, jcore.Literal) or const.get(v, len(v.aval.shape) == 0)
+            return isinstance(v, jcore.Literal) or const.get(v, _single(v))
 
         def read_uni(v):
             return frozenset() if isinstance(v, jcore.Literal) else uni.get(v, frozenset())
@@ -124,16 +136,20 @@ class _Walker:
             ins = [read(v) for v in eqn.invars]
             ins_const = [read_const(v) for v in eqn.invars]
             ins_uni = [read_uni(v) for v in eqn.invars]
+            self.facts = [None if isinstance(v, jcore.Literal) else facts.get(v) for v in eqn.invars]
             name = eqn.primitive.name
             outs_uni = None
             if not any(ins):
                 outs = [{} for _ in eqn.outvars]
+                for v, f in zip(eqn.outvars, index_fact(eqn, self.facts)):
+                    if f is not None:
+                        facts[v] = f
             elif name in CALLS and sub_jaxpr(eqn)[0] is not None:
                 sub, consts = sub_jaxpr(eqn)
                 inner_raw = {iv: raw[ov] for iv, ov in zip(sub.invars, eqn.invars)
                              if not isinstance(ov, jcore.Literal) and ov in raw}
                 outer_site, self.call_site = self.call_site, self.source(eqn)
-                outs = self.walk(sub, ins, here, inner_raw, ins_uni, ins_const)
+                outs = self.walk(sub, ins, here, inner_raw, ins_uni, ins_const, self.facts)
                 self.call_site = outer_site
                 outs_uni = self.last_uniform
             elif here in self.projections:
@@ -174,13 +190,15 @@ class _Walker:
             return scan_structure(eqn, ins)
         if name == "while":
             return while_structure(eqn, ins)
-        return apply_rule(eqn, ins)
+        return apply_rule(eqn, ins, self.facts)
 
     def _leaf(self, eqn, ins, here):
         name = eqn.primitive.name
         if name not in RULES and name not in CUSTOM_DERIVATIVE and name not in LOOPS_AND_BRANCHES:
             self.result.notes.append(Note(here, name, self.source(eqn),
                                           "no structural rule: treated as mixing every entry"))
+        if self.mode == "jacobian" and name in INDEX_MAPS:
+            self._note_lost_structure(eqn, ins, here)
         if self.mode != "mixing":
             return self._rule_or_body(eqn, ins, here)
         ins = list(ins)
@@ -207,6 +225,22 @@ class _Walker:
             # tag the result, so the outputs it reaches can be read off the final dependencies
             outs = [{**d, MixTag(here): ()} for d in outs]
         return outs
+
+    def _note_lost_structure(self, eqn, ins, here):
+        """A layout operation that moves entries (an offset, a size change, a merge of axes,
+        a permutation) loses their matches: say so, since the traces through it are denser
+        than the model needs."""
+        lost = {}
+        for k, d in enumerate(ins):
+            if d:
+                alone = [d if j == k else {} for j in range(len(ins))]
+                for key, axes in lost_matches(d, merge_deps(*self._rule_or_body(eqn, alone, here))).items():
+                    lost[key] = tuple(sorted(set(lost.get(key, ())) | set(axes)))
+        if lost:
+            self.result.notes.append(Note(here, eqn.primitive.name, self.source(eqn),
+                                          "moves entries (an offset, a size change, a merge of axes or a "
+                                          "permutation), so the tracer no longer matches them one to one: "
+                                          "the traces through it are stored dense along", lost))
 
     def _synapse(self, eqn, ins, here, raw) -> bool:
         if eqn.primitive.name == convolution.PRIMITIVE:
@@ -244,6 +278,11 @@ SYNAPSE_PRIMITIVES = {"dot_general", convolution.PRIMITIVE}
 class MixTag:
     """A tracked pseudo-input standing for the result of the mixing equation at `path`."""
     path: Path
+
+# Layout primitives: every entry moves somewhere, so a lost match is lost structure (not a sum).
+INDEX_MAPS = {"slice", "pad", "concatenate", "split", "reshape", "gather", "scatter", "scatter-add",
+              "scatter_add", "scatter-mul", "scatter_mul", "dynamic_slice", "dynamic_update_slice",
+              "rev", "tile"}
 
 
 def _loop_fixed_point(body, carry: List[Deps], run) -> List[Deps]:
@@ -302,7 +341,7 @@ def derivative_structure(eqn, ins: List[Deps], cache: Optional[Dict] = None) -> 
 def _derivative_jaxpr(eqn):
     from .interpreter import forward
     avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
-    diff = [i for i, a in enumerate(avals) if np.issubdtype(a.dtype, np.inexact)]
+    diff = [i for i, a in enumerate(avals) if jnp.issubdtype(a.dtype, jnp.inexact)]
 
     def tangents_out(primals, tangents):
         def f(*diff_args):

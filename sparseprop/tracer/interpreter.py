@@ -6,6 +6,7 @@ operand, a custom_vjp turned forward-differentiable) cost nothing at run time.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Dict, Sequence, Tuple
 
 from jax._src import source_info_util
@@ -14,8 +15,9 @@ from jax.extend import core as jcore
 import jax
 import jax.numpy as jnp
 
-from .errors import TracerError, source_line
+from .errors import UNKNOWN_SOURCE, TracerError, source_line
 from .jaxpr_util import CALLS, sub_jaxpr
+from .linearity import affine_equation
 
 Override = Callable[[object, list], list]
 
@@ -52,7 +54,9 @@ def evaluate(jaxpr, consts: Sequence, args: Sequence, overrides: Dict[Tuple[int,
             outs = overrides[here](eqn, invals)
         elif name in CALLS and sub_jaxpr(eqn)[0] is not None:
             sub, sub_consts = sub_jaxpr(eqn)
-            outs = evaluate(sub, sub_consts, invals, overrides, by_primitive, here)
+            # equations inside library calls (jnp.pad is a jit) keep the user's call site
+            with _user_context(eqn):
+                outs = evaluate(sub, sub_consts, invals, overrides, by_primitive, here)
         elif name in by_primitive:
             outs = by_primitive[name](eqn, invals)
         else:
@@ -64,10 +68,17 @@ def evaluate(jaxpr, consts: Sequence, args: Sequence, overrides: Dict[Tuple[int,
     return [read(v) for v in jaxpr.outvars]
 
 
+def _user_context(eqn):
+    """The source context of `eqn`, or the enclosing one when `eqn` has no user frame."""
+    if source_line(eqn) == UNKNOWN_SOURCE:
+        return contextlib.nullcontext()
+    return source_info_util.user_context(eqn.source_info.traceback, name_stack=eqn.source_info.name_stack)
+
+
 def bind(eqn, invals):
     """Apply `eqn`'s primitive to `invals`, keeping the user's source information."""
     params = eqn.primitive.get_bind_params(eqn.params)
-    with source_info_util.user_context(eqn.source_info.traceback, name_stack=eqn.source_info.name_stack):
+    with _user_context(eqn):
         out = eqn.primitive.bind(*invals, **params)
     return list(out) if eqn.primitive.multiple_results else [out]
 
@@ -83,19 +94,40 @@ def forward_custom_vjp(eqn, invals):
         out, vjp_fn = jax.vjp(lambda *a: bind(eqn, list(a)), *primals)
         tangents = [jnp.zeros_like(p) if type(t).__name__ == "SymbolicZero" else t
                     for p, t in zip(primals, tangents)]
+        what = (f"the custom_vjp function {custom_function_name(eqn)}, called at {source_line(eqn)}, "
+                f"has a backward rule that")
+        advice = ("Define its derivative with jax.custom_jvp (or use sparseprop.spike / "
+                  "sparseprop.surrogates); sparseprop.bptt_grad, which only needs the backward "
+                  "rule, still works.")
+        bwd = jax.make_jaxpr(vjp_fn)(out)
+        affine = affine_equation(bwd.jaxpr, [True] * len(bwd.jaxpr.invars))
+        if affine is not None:
+            raise TracerError(
+                f"{what} is not linear in the cotangent g (it has a term that does not scale "
+                f"with g, e.g. `g * s(u) + c`, or uses g non-linearly). Forward mode reads "
+                f"the derivative off the backward rule by transposing it, which is only right for "
+                f"a rule linear in g. {advice}")
         try:
             (jvp_out,) = jax.linear_transpose(vjp_fn, out)(tuple(tangents))
         except Exception as e:
-            name = eqn.params.get("name", eqn.primitive.name)
             raise TracerError(
-                f"the custom_vjp_call '{name}' at {source_line(eqn)} has a backward rule that "
-                f"cannot be transposed into a forward derivative (it must be linear in the "
-                f"cotangent): {type(e).__name__}: {e}. Define its derivative with jax.custom_jvp "
-                f"(or use sparseprop.spike / sparseprop.surrogates); sparseprop.bptt_grad, "
-                f"which only needs the backward rule, still works.") from e
+                f"{what} cannot be transposed into a forward derivative (it must be linear in the "
+                f"cotangent): {type(e).__name__}: {e}. {advice}") from e
         return out, list(jvp_out)
 
     return call(*invals)
+
+
+def custom_function_name(eqn) -> str:
+    """`'name' (defined at file:line)` of the user's function behind a custom-derivative call."""
+    for key in ("call_jaxpr", "fun_jaxpr", "jaxpr"):
+        j = eqn.params.get(key)
+        info = getattr(getattr(j, "jaxpr", j), "debug_info", None)
+        src = getattr(info, "func_src_info", None)
+        if src:
+            name, _, where = src.partition(" at ")
+            return f"'{name}' (defined at {where})" if where else f"'{name}'"
+    return f"'{eqn.params.get('name', eqn.primitive.name)}'"
 
 
 FORWARD_DIFFERENTIABLE = {"custom_vjp_call": forward_custom_vjp, "custom_vjp_call_jaxpr": forward_custom_vjp}

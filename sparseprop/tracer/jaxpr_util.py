@@ -5,7 +5,7 @@ from jax._src.interpreters import partial_eval as pe
 from jax.extend import core as jcore
 
 # Primitives whose sub-program is walked (and rewritten) equation by equation.
-CALLS = {"jit", "pjit", "closed_call", "core_call", "remat", "checkpoint"}
+CALLS = {"jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint"}
 # Primitives whose sub-program defines a primal with a user-chosen derivative: their
 # structure is read from the derivative, and they are rewritten only as a whole.
 CUSTOM_DERIVATIVE = {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"}

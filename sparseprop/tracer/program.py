@@ -88,6 +88,7 @@ class OnlineProgram:
         p = [jnp.asarray(v) for _, v in p_named]
         s = [jnp.asarray(v) for _, v in s_named]
         xs, self.x_def = jax.tree_util.tree_flatten(x)
+        self.x_avals = [jax.ShapeDtypeStruct(jnp.shape(v), jnp.result_type(v)) for v in xs]
         self.p_avals = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in p]
         self.s_avals = [jax.ShapeDtypeStruct(v.shape, v.dtype) for v in s]
         self.diff_states = [i for i, v in enumerate(s) if _inexact(v)]
@@ -781,8 +782,11 @@ class OnlineProgram:
             index = jnp.arange(xs[0].shape[0])
             return jnp.sum(jax.vmap(lambda y, i: loss(y, i))(ys, index)), ys
 
-        value, vjp_fn, y = jax.vjp(local, list(p), [base[i] for i in S], has_aux=True)
-        direct, lam = vjp_fn(jnp.ones_like(value))
+        try:
+            value, vjp_fn, y = jax.vjp(local, list(p), [base[i] for i in S], has_aux=True)
+            direct, lam = vjp_fn(jnp.ones_like(value))
+        except ValueError as e:
+            raise _reverse_mode_error(e, self) from e
         signal_traces = new_traces if via_new else traces
         grads = [g + c for g, c in zip(direct, self.contract(lam, signal_traces, p, batched))]
         return list(new_s), new_traces, value, y, grads
@@ -920,6 +924,23 @@ def _stop_gradient_operand(k):
         invals[k] = jax.lax.stop_gradient(invals[k])
         return forward(eqn, invals)
     return override
+
+
+def _reverse_mode_error(e, prog: "OnlineProgram") -> Exception:
+    """A TracerError naming the while_loop that the output's local reverse pass met, or `e`."""
+    if "while_loop" not in str(e):
+        return e
+    def output(p, s, xs):
+        return jax.tree_util.tree_leaves(prog.call_model(p, s, xs)[1])
+    # only the part of the step that the output needs
+    jaxpr, _, _ = live_part(jax.make_jaxpr(output)(prog.p_avals, prog.s_avals, prog.x_avals))
+    lines = sorted({source_line(q) for q in all_equations(jaxpr) if q.primitive.name == "while"})
+    return TracerError(
+        f"the step's output depends on a lax.while_loop (at {', '.join(lines) or 'an unknown line'}), "
+        f"and the learning signal dl/ds is taken in reverse mode, which cannot differentiate a "
+        f"while_loop (JAX: {e}). Keep the loop in the state update only (the output may read the "
+        f"new state, not the loop's result directly), or use lax.fori_loop with static bounds "
+        f"or lax.scan.")
 
 
 def _explain_jvp_failure(e, jaxpr) -> str:

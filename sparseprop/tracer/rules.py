@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Callable, Dict, List, Sequence
 
-import numpy as np
+import jax.numpy as jnp
 
+from .indices import batch_axes, columns
 from .structure import Deps, free_all, merge_deps, remap_axes
 
 Rule = Callable[[object, Sequence[Deps]], List[Deps]]
@@ -42,6 +43,15 @@ def _out_ndims(eqn):
     return [len(getattr(v.aval, "shape", ())) for v in eqn.outvars]
 
 
+def _move(eqn, deps, axis_to, operand=0, out=0):
+    """`remap_axes` for operand `operand` into output `out`, keeping a match only where the
+    two axes have the same size (a size-1 axis broadcast, a slice, a pad or a concatenation
+    changes the index range: that is no identity, see structure.py)."""
+    in_shape = eqn.invars[operand].aval.shape
+    out_shape = eqn.outvars[out].aval.shape
+    return remap_axes(deps, {i: j for i, j in axis_to.items() if in_shape[i] == out_shape[j]})
+
+
 def conservative_rule(eqn, in_deps: Sequence[Deps]) -> List[Deps]:
     deps = free_all(merge_deps(*in_deps))
     return [dict(deps) for _ in eqn.outvars]
@@ -54,13 +64,8 @@ def zero_rule(eqn, in_deps):
 def elementwise_rule(eqn, in_deps):
     (nd,) = _out_ndims(eqn)
     # Rank-0 operands are broadcast: their maps are all-free already (no axis to match).
-    parts = [d if len(v.aval.shape) in (0, nd) else free_all(d) for d, v in zip(in_deps, eqn.invars)]
-    # lax broadcasts size-1 axes of equal-rank operands: such an axis is summed in the
-    # gradient (a (C, 1, 1) leak against (C, H, W)), not matched
-    out_shape = eqn.outvars[0].aval.shape
-    parts = [remap_axes(d, {i: i for i, n in enumerate(v.aval.shape) if n == out_shape[i]})
-             if len(v.aval.shape) == nd and tuple(v.aval.shape) != tuple(out_shape) else d
-             for d, v in zip(parts, eqn.invars)]
+    parts = [_move(eqn, d, {i: i for i in range(nd)}, k) if len(v.aval.shape) == nd else free_all(d)
+             for k, (d, v) in enumerate(zip(in_deps, eqn.invars))]
     return [merge_deps(*parts)]
 
 
@@ -69,76 +74,63 @@ def broadcast_in_dim_rule(eqn, in_deps):
     out_shape = eqn.params["shape"]
     dims = eqn.params["broadcast_dimensions"]
     axis_to = {i: d for i, d in enumerate(dims) if operand.aval.shape[i] == out_shape[d]}
-    return [remap_axes(in_deps[0], axis_to)]
+    return [_move(eqn, in_deps[0], axis_to)]
 
 
 def reshape_rule(eqn, in_deps):
     in_shape = eqn.invars[0].aval.shape
     out_shape = eqn.params["new_sizes"]
-    # Only size-1 axes may come and go; the other axes must keep their order and size.
+    # Size-1 axes may come and go while the others keep their order and size.
     a = [i for i, s in enumerate(in_shape) if s != 1]
     b = [j for j, s in enumerate(out_shape) if s != 1]
-    if eqn.params.get("dimensions") is None and [in_shape[i] for i in a] == [out_shape[j] for j in b]:
-        return [remap_axes(in_deps[0], dict(zip(a, b)))]
-    if eqn.params.get("dimensions") is None:
-        # Split or merged axes (pooling by reshape: (C, H, W) -> (C, H/2, 2, W/2, 2)): an axis
-        # that is alone in its group of equal products keeps its match; the group's others mix.
-        return [remap_axes(in_deps[0], _reshape_unchanged_axes(in_shape, out_shape))]
-    return [free_all(in_deps[0])]
-
-
-def _reshape_unchanged_axes(in_shape, out_shape):
-    """{input axis: output axis} for axes a row-major reshape leaves intact."""
-    a = [i for i, s in enumerate(in_shape) if s != 1]
-    b = [j for j, s in enumerate(out_shape) if s != 1]
-    axis_to, i, j = {}, 0, 0
-    while i < len(a) and j < len(b):
-        gi, gj = [a[i]], [b[j]]
-        pi, pj = in_shape[a[i]], out_shape[b[j]]
-        while pi != pj:
-            if pi < pj:
-                i += 1
-                gi.append(a[i])
-                pi *= in_shape[a[i]]
-            else:
-                j += 1
-                gj.append(b[j])
-                pj *= out_shape[b[j]]
-        if len(gi) == 1 and len(gj) == 1:
-            axis_to[gi[0]] = gj[0]
-        i, j = i + 1, j + 1
-    return axis_to
+    if eqn.params.get("dimensions") is not None:
+        return [free_all(in_deps[0])]
+    if [in_shape[i] for i in a] == [out_shape[j] for j in b]:
+        return [_move(eqn, in_deps[0], dict(zip(a, b)))]
+    # Row-major order: leading axes shared by both shapes keep their index (only the axes
+    # after them are merged or split), and so do shared trailing axes.
+    keep = {}
+    for i in range(min(len(in_shape), len(out_shape))):
+        if in_shape[i] != out_shape[i]:
+            break
+        keep[i] = i
+    for k in range(1, min(len(in_shape), len(out_shape)) + 1):
+        i, j = len(in_shape) - k, len(out_shape) - k
+        if in_shape[i] != out_shape[j] or i in keep or j in keep.values():
+            break
+        keep[i] = j
+    return [_move(eqn, in_deps[0], keep)]
 
 
 def squeeze_rule(eqn, in_deps):
     dropped = set(d % len(eqn.invars[0].aval.shape) for d in eqn.params["dimensions"])
     kept = [i for i in range(len(eqn.invars[0].aval.shape)) if i not in dropped]
-    return [remap_axes(in_deps[0], {i: j for j, i in enumerate(kept)})]
+    return [_move(eqn, in_deps[0], {i: j for j, i in enumerate(kept)})]
 
 
 def expand_dims_rule(eqn, in_deps):
     nd = _out_ndims(eqn)[0]
     new = set(d % nd for d in eqn.params["dimensions"])
     kept = [j for j in range(nd) if j not in new]
-    return [remap_axes(in_deps[0], dict(enumerate(kept)))]
+    return [_move(eqn, in_deps[0], dict(enumerate(kept)))]
 
 
 def transpose_rule(eqn, in_deps):
     perm = eqn.params["permutation"]
-    return [remap_axes(in_deps[0], {p: j for j, p in enumerate(perm)})]
+    return [_move(eqn, in_deps[0], {p: j for j, p in enumerate(perm)})]
 
 
 def reduction_rule(eqn, in_deps):
     axes = set(eqn.params["axes"])
     kept = [i for i in range(len(eqn.invars[0].aval.shape)) if i not in axes]
-    out = remap_axes(in_deps[0], {i: j for j, i in enumerate(kept)})
+    out = _move(eqn, in_deps[0], {i: j for j, i in enumerate(kept)})
     return [out for _ in eqn.outvars]
 
 
 def cumulative_rule(eqn, in_deps):
     nd = len(eqn.invars[0].aval.shape)
     axis = eqn.params["axis"] % nd
-    return [remap_axes(in_deps[0], {i: i for i in range(nd) if i != axis})]
+    return [_move(eqn, in_deps[0], {i: i for i in range(nd) if i != axis})]
 
 
 def dot_general_rule(eqn, in_deps):
@@ -151,7 +143,7 @@ def dot_general_rule(eqn, in_deps):
     lmap.update({a: nb + k for k, a in enumerate(lfree)})
     rmap = {a: k for k, a in enumerate(rb)}
     rmap.update({a: nb + len(lfree) + k for k, a in enumerate(rfree)})
-    return [merge_deps(remap_axes(in_deps[0], lmap), remap_axes(in_deps[1], rmap))]
+    return [merge_deps(_move(eqn, in_deps[0], lmap), _move(eqn, in_deps[1], rmap, 1))]
 
 
 def concatenate_rule(eqn, in_deps):
@@ -159,8 +151,8 @@ def concatenate_rule(eqn, in_deps):
     dim = eqn.params["dimension"]
     nd = _out_ndims(eqn)[0]
     keep = {i: i for i in range(nd) if i != dim}
-    first = remap_axes(in_deps[0], {i: i for i in range(nd)})
-    rest = [remap_axes(d, keep) for d in in_deps[1:]]
+    first = _move(eqn, in_deps[0], {i: i for i in range(nd)})
+    rest = [_move(eqn, d, keep, k) for k, d in enumerate(in_deps) if k > 0]
     return [merge_deps(first, *rest)]
 
 
@@ -169,7 +161,7 @@ def stack_rule(eqn, in_deps):
     axis = eqn.params["axis"]
     nd = len(eqn.invars[0].aval.shape)
     shift = {i: (i if i < axis else i + 1) for i in range(nd)}
-    return [merge_deps(*[remap_axes(d, shift) for d in in_deps])]
+    return [merge_deps(*[_move(eqn, d, shift, k) for k, d in enumerate(in_deps)])]
 
 
 def unstack_rule(eqn, in_deps):
@@ -177,7 +169,7 @@ def unstack_rule(eqn, in_deps):
     axis = eqn.params["axis"]
     nd = len(eqn.invars[0].aval.shape)
     down = {i: (i if i < axis else i - 1) for i in range(nd) if i != axis}
-    return [remap_axes(in_deps[0], down) for _ in eqn.outvars]
+    return [_move(eqn, in_deps[0], down, 0, k) for k in range(len(eqn.outvars))]
 
 
 def reversing_rule(eqn, in_deps):
@@ -185,60 +177,97 @@ def reversing_rule(eqn, in_deps):
     touched = set(eqn.params.get("dimensions", ())) | {
         i for i, r in enumerate(eqn.params.get("reps", ())) if r != 1}
     nd = len(eqn.invars[0].aval.shape)
-    return [remap_axes(in_deps[0], {i: i for i in range(nd) if i not in touched})]
+    return [_move(eqn, in_deps[0], {i: i for i in range(nd) if i not in touched})]
 
 
-def scatter_rule(eqn, in_deps):
+def _diagonal_lookups(indices_shape, index_map, batching, fact) -> dict:
+    """Operand axes that a gather/scatter reads one-to-one along a lookup axis of its indices:
+    `{operand axis: indices axis}` for batching dimensions and for index components that
+    are an iota along an indices axis (`x[jnp.arange(n), idx]`, see indices.py)."""
+    operand_batch, indices_batch = batching
+    pairs = dict(zip(operand_batch, indices_batch))
+    cols = columns(fact, indices_shape)
+    if cols is not None:
+        for c, a in enumerate(cols):
+            if a is not None and c < len(index_map):
+                pairs.setdefault(index_map[c], a)
+    return pairs
+
+
+def scatter_rule(eqn, in_deps, facts=None):
     """`x.at[idx].set/add/mul(u)`: the output keeps the operand's indices; an update's window
-    axis lines up with the operand axis it covers unless that axis is indexed (an offset)."""
+    axis lines up with the operand axis it covers unless that axis is indexed (an offset);
+    an update's lookup axis lines up with an operand axis it indexes one-to-one (batching
+    dimensions, or an iota index component)."""
     dn = eqn.params["dimension_numbers"]
-    if getattr(dn, "operand_batching_dims", ()):
-        return conservative_rule(eqn, in_deps)
     nd = len(eqn.invars[0].aval.shape)
-    window_dims = [d for d in range(nd) if d not in dn.inserted_window_dims]
+    operand_batch = tuple(getattr(dn, "operand_batching_dims", ()))
+    window_dims = [d for d in range(nd) if d not in dn.inserted_window_dims and d not in operand_batch]
     to_operand = {u: window_dims[k] for k, u in enumerate(dn.update_window_dims)
                   if window_dims[k] not in dn.scatter_dims_to_operand_dims}
-    operand = remap_axes(in_deps[0], {i: i for i in range(nd)})
-    return [merge_deps(operand, remap_axes(in_deps[2], to_operand))]
+    indices_shape = eqn.invars[1].aval.shape
+    n_updates = len(eqn.invars[2].aval.shape)
+    lookup_axes = [u for u in range(n_updates) if u not in dn.update_window_dims]
+    batch = batch_axes(len(indices_shape), len(indices_shape) - 1)
+    pairs = _diagonal_lookups(indices_shape, dn.scatter_dims_to_operand_dims,
+                              (operand_batch, tuple(getattr(dn, "scatter_indices_batching_dims", ()))),
+                              (facts or [None, None])[1])
+    for o, a in pairs.items():
+        if a in batch:
+            to_operand[lookup_axes[batch.index(a)]] = o
+    operand = _move(eqn, in_deps[0], {i: i for i in range(nd)})
+    return [merge_deps(operand, _move(eqn, in_deps[2], to_operand, 2))]
 
 
-def gather_rule(eqn, in_deps):
+def gather_rule(eqn, in_deps, facts=None):
     """`x[idx]`: an output offset axis lines up with the operand axis it slices unless that
-    axis is indexed (then the start is an offset)."""
+    axis is indexed (then the start is an offset); an output lookup axis lines up with an
+    operand axis indexed one-to-one along it (batching dimensions, or an iota index
+    component: `x[jnp.arange(n), idx]`, `take_along_axis`)."""
     dn = eqn.params["dimension_numbers"]
-    if getattr(dn, "operand_batching_dims", ()):
-        return conservative_rule(eqn, in_deps)
     nd = len(eqn.invars[0].aval.shape)
-    kept = [d for d in range(nd) if d not in dn.collapsed_slice_dims]
+    operand_batch = tuple(getattr(dn, "operand_batching_dims", ()))
+    kept = [d for d in range(nd) if d not in dn.collapsed_slice_dims and d not in operand_batch]
     to_out = {kept[k]: o for k, o in enumerate(dn.offset_dims) if kept[k] not in dn.start_index_map}
-    return [remap_axes(in_deps[0], to_out)]
+    indices_shape = eqn.invars[1].aval.shape
+    out_nd = len(eqn.outvars[0].aval.shape)
+    lookup_axes = [o for o in range(out_nd) if o not in dn.offset_dims]
+    batch = batch_axes(len(indices_shape), len(indices_shape) - 1)
+    pairs = _diagonal_lookups(indices_shape, dn.start_index_map,
+                              (operand_batch, tuple(getattr(dn, "start_indices_batching_dims", ()))),
+                              (facts or [None, None])[1])
+    sizes = eqn.params["slice_sizes"]
+    for o, a in pairs.items():
+        if a in batch and sizes[o] == 1 and (o in dn.collapsed_slice_dims or o in operand_batch):
+            to_out[o] = lookup_axes[batch.index(a)]
+    return [_move(eqn, in_deps[0], to_out)]
 
 
 def dynamic_slice_rule(eqn, in_deps):
     # A start index is clamped so the slice fits: a full-size axis always starts at 0.
     shape = eqn.invars[0].aval.shape
     sizes = eqn.params["slice_sizes"]
-    return [remap_axes(in_deps[0], {i: i for i, (n, k) in enumerate(zip(shape, sizes)) if n == k})]
+    return [_move(eqn, in_deps[0], {i: i for i, (n, k) in enumerate(zip(shape, sizes)) if n == k})]
 
 
 def dynamic_update_slice_rule(eqn, in_deps):
     shape, update = eqn.invars[0].aval.shape, eqn.invars[1].aval.shape
-    operand = remap_axes(in_deps[0], {i: i for i in range(len(shape))})
+    operand = _move(eqn, in_deps[0], {i: i for i in range(len(shape))})
     aligned = {i: i for i, (n, k) in enumerate(zip(shape, update)) if n == k}
-    return [merge_deps(operand, remap_axes(in_deps[1], aligned))]
+    return [merge_deps(operand, _move(eqn, in_deps[1], aligned, 1))]
 
 
 def slice_rule(eqn, in_deps):
     starts = eqn.params["start_indices"]
     strides = eqn.params.get("strides") or (1,) * len(starts)
     keep = {i: i for i, (s, st) in enumerate(zip(starts, strides)) if s == 0 and st == 1}
-    return [remap_axes(in_deps[0], keep)]
+    return [_move(eqn, in_deps[0], keep)]
 
 
 def pad_rule(eqn, in_deps):
     cfg = eqn.params["padding_config"]
     keep = {i: i for i, (lo, hi, interior) in enumerate(cfg) if lo == 0 and interior == 0}
-    return [merge_deps(remap_axes(in_deps[0], keep), free_all(in_deps[1]))]
+    return [merge_deps(_move(eqn, in_deps[0], keep), free_all(in_deps[1]))]
 
 
 def conv_rule(eqn, in_deps):
@@ -291,7 +320,7 @@ def split_rule(eqn, in_deps):
     outs = []
     for k in range(len(eqn.outvars)):
         keep = {i: i for i in range(nd) if k == 0 or i != axis}
-        outs.append(remap_axes(in_deps[0], keep))
+        outs.append(_move(eqn, in_deps[0], keep, 0, k))
     return outs
 
 
@@ -332,9 +361,18 @@ RULES.update({
 })
 
 
-def apply_rule(eqn, in_deps: Sequence[Deps]) -> List[Deps]:
-    """Output dependencies of `eqn`; outputs that are not floating point carry none."""
+# Rules that also read facts about integer operands (indices.py).
+INDEX_AWARE = {"gather", "scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter_mul"}
+
+
+def apply_rule(eqn, in_deps: Sequence[Deps], facts=None) -> List[Deps]:
+    """Output dependencies of `eqn`; outputs that are not floating point carry none.
+    `facts`: per operand, what indices.py knows about an integer operand's values."""
     if not any(in_deps):
         return [{} for _ in eqn.outvars]
-    outs = RULES.get(eqn.primitive.name, conservative_rule)(eqn, in_deps)
-    return [d if np.issubdtype(v.aval.dtype, np.inexact) else {} for d, v in zip(outs, eqn.outvars)]
+    name = eqn.primitive.name
+    if name in INDEX_AWARE:
+        outs = RULES[name](eqn, in_deps, facts)
+    else:
+        outs = RULES.get(name, conservative_rule)(eqn, in_deps)
+    return [d if jnp.issubdtype(v.aval.dtype, jnp.inexact) else {} for d, v in zip(outs, eqn.outvars)]

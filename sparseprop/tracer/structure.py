@@ -4,7 +4,11 @@ A *dependency map* of a variable `v` on a tracked input `u` is a tuple with one 
 per axis of `u`: an axis of `v` (an int) or `None`. Entry `k = j` promises that
 `dv[α] / du[β] = 0` unless `β[k] == α[j]`: the k-th axis of `u` is *matched* to the
 j-th axis of `v` (a per-neuron axis, a diagonal). `None` makes no promise (the axis is
-*free*: summed, mixed, or reshaped beyond recognition). The empty tuple with a scalar
+*free*: summed, mixed, or reshaped beyond recognition). An axis is matched only where
+the input and the variable have the same size along it: a size-1 axis broadcast
+against a longer one, a slice, a pad or a concatenation changes the index range, and
+the Jacobian blocks are stored (jacobian.py) with one shared index per matched pair.
+The empty tuple with a scalar
 input, or a map of all `None`, is a dense dependency. An input missing from a
 variable's `Deps` dict has zero derivative.
 

@@ -1,8 +1,9 @@
 """Which Jacobian blocks are the same for every neuron (a shared leak, a detached reset).
 
-A primal value is *constant-like* when it is equal at every index: a rank-0 value, a
-broadcast of one, or an elementwise function of such values. A tangent is *uniform*
-in an input when it equals c · (that input's tangent) with c constant-like: the
+A primal value is *constant-like* when it is equal at every index: a value with one
+entry (rank 0 or every axis of size 1), a broadcast of one, or an elementwise function
+of such values. A tangent is *uniform* in an input when it equals c · (that input's
+tangent) with c constant-like: the
 diagonal Jacobian block is a scalar times the identity. When every block feeding a
 synaptic trace is uniform, the trace e[i, l] does not depend on i and is stored as
 ū[l] (a factorised trace, O(m) instead of O(n·m)). Anything not listed here is
@@ -22,7 +23,7 @@ LINEAR_SUM = {"add", "sub", "add_any"}
 def constant_like(eqn, operands_const: Sequence[bool]) -> bool:
     """Whether the (single) output of a primal equation is equal at every index."""
     name = eqn.primitive.name
-    if all(len(getattr(v.aval, "shape", ())) == 0 for v in eqn.outvars):
+    if all(all(d == 1 for d in getattr(v.aval, "shape", ())) for v in eqn.outvars):   # one entry
         return True
     if name == "broadcast_in_dim" or name in ELEMENTWISE:
         return all(operands_const)
