@@ -155,6 +155,7 @@ class _Walker:
                 outs_uni = self.last_uniform
             elif here in self.projections:
                 key = self.projections[here]
+                self.key_shapes[key] = tuple(eqn.outvars[0].aval.shape)
                 outs = [{key: identity_map(len(eqn.outvars[0].aval.shape))}]
                 outs_uni = [frozenset([key])]
             elif self.mode == "jacobian" and name in SYNAPSE_PRIMITIVES and self._synapse(eqn, ins, here, raw):
