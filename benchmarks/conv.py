@@ -28,8 +28,6 @@ import csv
 import math
 import os
 import platform
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
@@ -37,6 +35,7 @@ import numpy as np
 from jax import lax
 
 import sparseprop as sp
+from sparseprop.bench.timing import time_per_step
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sg = lax.stop_gradient
@@ -170,17 +169,10 @@ def temp_mib(f, *args):
 
 
 def time_side_by_side(fns, args, steps, repeats):
-    compiled, results = {}, {}
-    for name, f in fns.items():
-        compiled[name] = jax.jit(f).lower(*args).compile()
-        results[name] = jax.block_until_ready(compiled[name](*args))
-    times = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, c in compiled.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(c(*args))
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) / steps * 1e3 for name, ts in times.items()}, results
+    """ms per step and results of `fns`, timed round-robin (sparseprop.bench.timing)."""
+    timed = time_per_step(fns, args, steps, repeats)
+    return ({name: t["ms_per_step"] for name, t in timed.items()},
+            {name: t["result"] for name, t in timed.items()})
 
 
 def rel_error(g, ref):

@@ -485,22 +485,18 @@ class OnlineProgram:
         def run(tangents):
             captured = {}
             overrides = {}
-            for syn in an.synapses:
-                def take(eqn, invals, syn=syn):
-                    captured[syn.key] = invals[1 - syn.param_side]
-                    if syn.key in tangents:
-                        return [tangents[syn.key]]
+            # a synapse's or readout's result is replaced by its probe; the fixed operand
+            # (the presynaptic u, the readout matrix W) is captured
+            swapped = [(syn.path, syn.key, 1 - syn.param_side) for syn in an.synapses]
+            swapped += [(pr.path, pr.key, 1 - pr.side) for pr in self.projections]
+            for path, key, keep in swapped:
+                def take(eqn, invals, key=key, keep=keep):
+                    captured[key] = invals[keep]
+                    if key in tangents:
+                        return [tangents[key]]
                     aval = eqn.outvars[0].aval
-                    return [jnp.zeros(aval.shape, aval.dtype)]   # reaches no new state
-                overrides[syn.path] = take
-            for pr in self.projections:
-                def readout(eqn, invals, pr=pr):
-                    captured[pr.key] = invals[1 - pr.side]
-                    if pr.key in tangents:
-                        return [tangents[pr.key]]
-                    aval = eqn.outvars[0].aval
-                    return [jnp.zeros(aval.shape, aval.dtype)]
-                overrides[pr.path] = readout
+                    return [jnp.zeros(aval.shape, aval.dtype)]   # reaches no traced state
+                overrides[path] = take
             dp = [tangents.get(("param", j), jnp.zeros(v.shape, v.dtype)) for j, v in enumerate(self.p_avals)]
             ds = [tangents.get(("state", i), jnp.zeros(self.s_avals[i].shape, self.s_avals[i].dtype))
                   for i in S]
