@@ -125,7 +125,8 @@ class OnlineProgram:
             for i in range(len(s))] + [{} for _ in xs]
         # Classify every mixing equation: the state graph comes from the model as written;
         # cutting every mixing operand finds them all (a cut never reveals a new one).
-        graph = analyse(self.model_jaxpr, in_deps, mode="mixing").outputs[:len(s)]
+        uncut = analyse(self.model_jaxpr, in_deps, mode="mixing").outputs
+        graph = uncut[:len(s)]
         found = analyse(self.model_jaxpr, in_deps, mode="mixing", cut=lambda mix: True)
         flags = _mixing_flags(found, graph)
         for mix in found.mixing:
@@ -134,8 +135,7 @@ class OnlineProgram:
         self.mixing_analysis = analyse(self.model_jaxpr, in_deps, mode="mixing", cut=self.method.cut,
                                        classify=lambda mix: _set_flags(mix, flags))
         # previous state leaves the output depends on, through the step the learning signal takes
-        outputs = (self.mixing_analysis.outputs if self.method.cut_output
-                   else analyse(self.model_jaxpr, in_deps, mode="mixing").outputs)[len(s):]
+        outputs = (self.mixing_analysis.outputs if self.method.cut_output else uncut)[len(s):]
         self.output_reads_previous = {key[1] for d in outputs for key in d
                                       if isinstance(key, tuple) and key[0] == "state"}
         self.cuts = [m for m in self.mixing_analysis.mixing if self.method.cut(m)]
