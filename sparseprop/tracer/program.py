@@ -685,22 +685,14 @@ class OnlineProgram:
             synapses = [syn for syn in an.synapses if syn.param == ("param", pj) and (a, syn.key) in J]
             if blk.window is not None:
                 # every Jacobian here is c·I: ū_t = Σ c · ū_{t-1} + c_ψ · u (the filtered input)
-                total = jnp.zeros(blk.shape, blk.dtype)
-                for key, Jab in state_terms:
-                    bi = self.block_index.get((key[1], pj))
-                    if bi is not None:
-                        total = total + _scalar(Jab.array) * traces[bi]
+                total = self._scaled_previous(blk, state_terms, traces)
                 for syn in synapses:
                     total = total + _scalar(J[(a, syn.key)].array) * us[syn.key]
                 new_traces.append(total.astype(blk.dtype))
                 continue
             if blk.factorised:
                 # every Jacobian here is c·I: multiply the stored ū by the scalar c
-                total = jnp.zeros(blk.shape, blk.dtype)
-                for key, Jab in state_terms:
-                    bi = self.block_index.get((key[1], pj))
-                    if bi is not None:
-                        total = total + _scalar(Jab.array) * traces[bi]
+                total = self._scaled_previous(blk, state_terms, traces)
                 for syn in synapses:
                     psi = J[(a, syn.key)]
                     ones = jac.StructJac(jnp.ones_like(psi.array), psi.spec, psi.in_shape)
@@ -722,6 +714,15 @@ class OnlineProgram:
             new_traces.append(jnp.zeros(blk.shape, blk.dtype) if total is None
                               else total.array.astype(blk.dtype))
         return tuple(new_traces)
+
+    def _scaled_previous(self, blk, state_terms, traces):
+        """Σ_b c_b · ū[b, p]_{t-1} for a factorised block whose Jacobians are c_b · I."""
+        total = jnp.zeros(blk.shape, blk.dtype)
+        for key, Jab in state_terms:
+            bi = self.block_index.get((key[1], blk.param))
+            if bi is not None:
+                total = total + _scalar(Jab.array) * traces[bi]
+        return total
 
     def _full_block(self, i, T) -> jac.StructJac:
         blk = self.blocks[i]
