@@ -187,7 +187,7 @@ SHARED = ("bptt_shared", "online_factorised", "braintrace_drtrl")   # the shared
 def trace_mib(learner, params, states0, xs):
     """Trace bytes per example from the program's blocks (nothing is run)."""
     one = jax.tree_util.tree_map(lambda a: a[0], states0)
-    prog = learner.program(params, one, xs[0, 0])
+    prog = learner.plan(params, one, xs[0, 0])
     return sum(b.nbytes for b in prog.blocks) / 2**20
 
 
@@ -226,7 +226,7 @@ def main(argv=None):
                    "online_ostl": online_fn(conv_snn2, "ostl")}
             exact = sp.online_grad(conv_snn2, mse, method="exact")
             p, s, xs, _ = problem(name, a.size, a.batch, 2)
-            prog = exact.program(p, jax.tree_util.tree_map(lambda v: v[0], s), xs[0, 0])
+            prog = exact.plan(p, jax.tree_util.tree_map(lambda v: v[0], s), xs[0, 0])
             print(f"conv_snn2 online_exact (= eprop here) not run: its traces are "
                   f"{trace_mib(exact, p, s, xs):.1f} MiB per example (the layer-2 x kernel-1 block is "
                   f"dense: exact RTRL through a convolution of the previous layer), and that block's "

@@ -206,7 +206,7 @@ def trace_floats_per_example(network: str, problem: dict) -> dict:
     import sparseprop as sp
     learner = sp.online_grad(problem["model"], ref.mse, method="eprop")
     one = lambda tree: jax.tree_util.tree_map(lambda v: v[0], tree)
-    prog = learner.program(problem["params"], one(problem["states0"]), problem["xs"][0, 0])
+    prog = learner.plan(problem["params"], one(problem["states0"]), problem["xs"][0, 0])
     eprop = sum(int(jnp.prod(jnp.array(b.shape))) for b in prog.blocks)
     n, m = problem["params"]["w_in"].shape
     hand = (n + m) if network == "lif" else 3 * n * (n + m)

@@ -21,6 +21,7 @@ import numpy as np
 
 from .tracer.methods import get_method
 from .tracer.program import OnlineProgram
+from .tracer.records import Plan
 from .validate import (check_carry, check_finite, check_loss, check_model_output, check_params, check_real,
                        check_traces, match_state_signal)
 
@@ -123,11 +124,19 @@ class OnlineLearner:
             # without a loss, an external signal may meet any state leaf: keep every trace
             prog = OnlineProgram(self.model, self.method, params, state, x,
                                  keep_all_traces=self.loss_fn is None)
-            # what a carry's traces mean: the method and each block's layout (static pytree data)
-            prog.layout_tag = (self.method.name, repr([
-                (b.state, b.param, b.spec, tuple(b.shape), b.factorised, b.via, b.window) for b in prog.blocks]))
             self._programs[key] = prog
         return prog
+
+    def plan(self, params, state, x) -> Plan:
+        """What the tracer derived for these shapes: the frozen `Plan` (trace blocks and their
+        storage kinds, cuts, probes, the learning-signal form, bytes moved per step), which
+        `explain()` reports.
+
+        **Raises:**
+
+        As `program`.
+        """
+        return self.program(params, state, x).plan
 
     def _traces(self, prog, arrays) -> Traces:
         return Traces(tuple(arrays), prog.layout_tag)
@@ -327,12 +336,9 @@ class OnlineLearner:
 
         `ValueError` when no program of this learner matches the carry.
         """
-        from .explain import block_kind
         check_carry(carry, Carry)
         prog = self._any_program(params, carry)
-        shapes = [a.shape for a in prog.p_avals]
-        return {(prog.state_names[b.state], prog.param_names[b.param]):
-                (block_kind(b.spec, len(shapes[b.param]), int(np.prod(shapes[b.param])), b.via), T)
+        return {(prog.state_names[b.state], prog.param_names[b.param]): (b.kind, T)
                 for b, T in zip(prog.blocks, carry.traces)}
 
     def simulate(self, params, state0, xs, keep_states: bool = True) -> "Trajectory":
@@ -498,7 +504,7 @@ class OnlineLearner:
         As `program`.
         """
         from .explain import explain
-        report = explain(self.program(params, state0, x0))
+        report = explain(self.plan(params, state0, x0))
         if print_report:
             print(report)
         return report
@@ -510,8 +516,7 @@ class OnlineLearner:
 
         As `program`.
         """
-        prog = self.program(params, state0, x0)
-        return self.method.exact or not (prog.cuts or prog.truncated)
+        return self.plan(params, state0, x0).exact
 
     def _need_loss(self, what):
         if self.loss_fn is None:

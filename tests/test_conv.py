@@ -65,7 +65,7 @@ def _check_exact(model, params, s0, xs, ts, method="exact"):
 
 
 def _kernel_block(learner, params, s0, x0, name="K"):
-    prog = learner.program(params, s0, x0)
+    prog = learner.plan(params, s0, x0)
     return next(b for b in prog.blocks if prog.param_names[b.param] == f"params['{name}']")
 
 
@@ -104,7 +104,7 @@ def test_per_channel_leak_conv_is_exact_at_the_per_neuron_minimum(name, x_shape,
     per_synapse = int(np.prod(k_shape)) // k_shape[o_axis]    # C_in/groups × taps
     assert not blk.factorised
     assert blk.nbytes == _bytes(s_shape) * per_synapse        # output neurons × (C_in/g · taps)
-    assert len(learner.program(params, s0, xs[0]).jacobian_analysis.synapses) == 1
+    assert len(learner.plan(params, s0, xs[0]).synapses) == 1
 
 
 @pytest.mark.parametrize("name,x_shape,k_shape,kw,s_shape", CASES, ids=[c[0] for c in CASES])
@@ -125,8 +125,8 @@ def test_kernel_stored_in_another_layout_is_still_a_synapse():
     xs, ts = _inputs(jax.random.PRNGKey(6), (2, 6, 7))
     s0 = {"v": jnp.zeros((5, 6, 7))}
     learner = _check_exact(model, params, s0, xs, ts)
-    prog = learner.program(params, s0, xs[0])
-    assert len(prog.jacobian_analysis.synapses) == 1
+    prog = learner.plan(params, s0, xs[0])
+    assert len(prog.synapses) == 1
     blk = _kernel_block(learner, params, s0, xs[0])
     assert blk.spec == (None, None, 0, None) and blk.shape == (5, 6, 7, 2, 2, 3)
 
@@ -181,7 +181,7 @@ def test_spike_state_leaf_composes_with_the_factorised_block():
     xs, ts = _inputs(jax.random.PRNGKey(3), (2, 5, 6))
     s0 = {"v": jnp.zeros((4, 5, 6)), "a": jnp.zeros((4, 5, 6))}
     learner = _check_exact(model, params, s0, xs, ts)
-    prog = learner.program(params, s0, xs[0])
+    prog = learner.plan(params, s0, xs[0])
     kinds = {prog.state_names[b.state]: b.factorised for b in prog.blocks if prog.param_names[b.param] == "params['K']"}
     assert kinds == {"state['v']": True, "state['a']": False}
 
@@ -284,7 +284,7 @@ def test_conv_pool_conv_readout_is_exact(pool):
     learner = _check_exact(model, params, s0, xs, ts)
     states = jax.lax.scan(lambda s, x: (model(params, s, x)[0],) * 2, s0, xs)[1]
     assert int(jnp.sum(states["v2"] > 1.0)) > 0, "layer 2 does not spike"
-    prog = learner.program(params, s0, xs[0])
+    prog = learner.plan(params, s0, xs[0])
     blocks = {(prog.state_names[b.state], prog.param_names[b.param]): b for b in prog.blocks}
     assert blocks[("state['v1']", "params['K1']")].factorised
     assert blocks[("state['v2']", "params['K2']")].shape == (4, 2, 3, 3, 2, 2)   # per neuron
@@ -302,7 +302,7 @@ def test_pooling_keeps_the_channel_axis_matched(pool):
     params = {"alpha_c": jnp.linspace(0.7, 0.9, 3).reshape(3, 1, 1)}
     s0 = {"v": jnp.zeros((3, 4, 6)), "u": jnp.zeros((3, 2, 3))}
     learner = sp.online_grad(model, lambda y, t: y)
-    prog = learner.program(params, s0, jnp.zeros((3, 4, 6)))
+    prog = learner.plan(params, s0, jnp.zeros((3, 4, 6)))
     (u_block,) = [b for b in prog.blocks if prog.state_names[b.state] == "state['u']"]
     assert u_block.spec == (0, None, None) and u_block.shape == (3, 2, 3, 1, 1)
 

@@ -80,7 +80,7 @@ STACKED_GATES = pytest.mark.xfail(
 def test_ostl_traces_are_never_dense(build):
     case = build()
     xs, _ = inputs(case, T=2)
-    prog = sp.online_grad(case.model, mse, method="ostl").program(case.params, case.state0, xs[0])
+    prog = sp.online_grad(case.model, mse, method="ostl").plan(case.params, case.state0, xs[0])
     for blk in prog.blocks:
         assert not blk.spec or any(s is not None for s in blk.spec), (
             prog.state_names[blk.state], prog.param_names[blk.param])

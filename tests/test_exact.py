@@ -34,7 +34,7 @@ def test_per_neuron_models_need_no_dense_trace(build):
     """For per-neuron models, every trace block is diagonal or synaptic, never dense."""
     case = build()
     xs, _ = inputs(case, T=2)
-    prog = sp.online_grad(case.model, loss_fn).program(case.params, case.state0, xs[0])
+    prog = sp.online_grad(case.model, loss_fn).plan(case.params, case.state0, xs[0])
     for blk in prog.blocks:
         p_shape = prog.p_avals[blk.param].shape
         assert len(p_shape) == 0 or any(s is not None for s in blk.spec), (
@@ -45,5 +45,5 @@ def test_per_neuron_models_need_no_dense_trace(build):
 def test_mixing_models_are_exact_through_dense_blocks(build):
     case = build()
     xs, _ = inputs(case, T=2)
-    prog = sp.online_grad(case.model, loss_fn).program(case.params, case.state0, xs[0])
+    prog = sp.online_grad(case.model, loss_fn).plan(case.params, case.state0, xs[0])
     assert any(all(s is None for s in blk.spec) and blk.spec for blk in prog.blocks)

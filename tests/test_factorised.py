@@ -43,7 +43,7 @@ def _case(n=6, m=4):
 def test_factorised_only_when_provable_and_always_exact(model, factorised):
     params, v0, xs, targets = _case()
     learner = sp.online_grad(model, mse)
-    prog = learner.program(params, v0, xs[0])
+    prog = learner.plan(params, v0, xs[0])
     w_block = next(b for b in prog.blocks if prog.param_names[b.param] == "params['w']")
     assert w_block.factorised is factorised
     assert w_block.shape == ((4,) if factorised else (6, 4))

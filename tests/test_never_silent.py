@@ -39,7 +39,7 @@ def _check_exact(model, params, state0, xs, targets, loss=mse):
 
 
 def _trace_bytes(learner, params, state0, x0):
-    return sum(b.nbytes for b in learner.program(params, state0, x0).blocks)
+    return sum(b.nbytes for b in learner.plan(params, state0, x0).blocks)
 
 
 # --------------------------------------------------------------- 1. size-1 broadcast parameters

@@ -79,7 +79,7 @@ def test_random_per_neuron_models_are_exact(e0, e1, n, m, seed):
     assert np.isfinite(float(total.loss))
     assert max_relative_error(total.grads, grads) <= 1e-9
     # per-neuron models get no dense block (the structure was proved, not assumed)
-    prog = learner.program(params, state0, xs[0])
+    prog = learner.plan(params, state0, xs[0])
     assert all(not b.spec or any(s is not None for s in b.spec) for b in prog.blocks)
 
 

@@ -7,9 +7,10 @@ whether its state-carrying operand gets a stop_gradient, and `cut_output`: wheth
 cut also applies to the output the learning signal is taken through (the whole step) or
 only to the trace recursion. Hence every method equals BPTT of an explicitly modified
 model, which the tests check. A method may instead (or also) restrict the traces to the
-entries a parameter reaches within one step (`one_step_pattern`, SnAp-1), which is checked
+entries a parameter reaches within one step (`one_step`, SnAp-1), which is checked
 against a masked dense-RTRL oracle. Adding an approximation means adding one such object
-to `METHODS`.
+to `METHODS`; the planner asks it through its hooks (`cut`, `cut_output`, `restrict`,
+`signal_follows_traces`).
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ from .analysis import Mixing
 
 @dataclass(frozen=True)
 class Method:
-    """An online method: what it keeps exactly and what it cuts.
+    """An online method: what it keeps exactly and what it cuts. The planner calls its hooks;
+    nothing else in the tracer knows which method it runs.
 
     - `name`, `description`: as shown by `explain()`.
     - `exact`: the method equals BPTT whatever the model.
@@ -30,14 +32,29 @@ class Method:
     - `cut_output`: the cut holds in the whole step (state update and output, so also in the
       learning signal); otherwise only in the trace recursion, and the learning signal is
       taken through the unmodified step.
-    - `one_step_pattern`: keep each trace only where a parameter acts within one step.
+    - `one_step`: keep each trace only where a parameter acts within one step (`restrict`).
     """
     name: str
     exact: bool
     description: str
     cut: Callable[[Mixing], bool]
     cut_output: bool = False
-    one_step_pattern: bool = False
+    one_step: bool = False
+
+    @property
+    def truncates(self) -> bool:
+        """Whether `restrict` may drop entries of the trace structure."""
+        return self.one_step
+
+    def restrict(self, direct: Dict, total: Dict) -> Dict:
+        """The trace structure the method keeps, from the one-step maps `direct` (state, parameter)
+        and their fixed point over time `total` (passes/blocks.py)."""
+        return direct if self.one_step else total
+
+    def signal_follows_traces(self, cuts, truncated) -> bool:
+        """Whether traces and learning signal follow one and the same step, so the signal may
+        meet the new traces (∂l_t/∂s_t) instead of the previous ones (λ_t = ∂l_t/∂s_{t-1})."""
+        return not truncated and (not cuts or self.cut_output)
 
 
 EXACT = Method(
@@ -72,7 +89,7 @@ SNAP1 = Method(
     "SnAp-1 (Menick et al. 2020): every path is followed, but each trace block keeps only "
     "the entries a parameter reaches within one step (its per-neuron pattern); entries that "
     "only arise through coupling over several steps are dropped",
-    lambda mixing: False, one_step_pattern=True)
+    lambda mixing: False, one_step=True)
 
 METHODS: Dict[str, Method] = {m.name: m for m in (EXACT, EPROP, OSTL, SNAP1)}
 

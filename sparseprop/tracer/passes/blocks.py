@@ -1,0 +1,210 @@
+"""Pass 6a: which trace blocks M[a, p] exist, and the storage kind of each (storage.py).
+
+The blocks' structure is the fixed point total(a, p) = direct(a, p) ∪ ⋃_b J[a←b] ∘ total(b, p)
+of the proved dependency maps; a method may restrict it (SnAp-1 keeps the one-step pattern).
+Then, from the proved uniformity of the Jacobian blocks, the cheapest exact storage:
+factorised (ū shared by every neuron), a convolution's filtered input, or a readout's
+filtered eligibility.
+"""
+from __future__ import annotations
+
+from typing import Dict, FrozenSet, Tuple
+
+import jax.numpy as jnp
+import numpy as np
+
+from .. import convolution
+from .. import jacobian as jac
+from ..jaxpr_util import equation_at
+from ..records import InputKey, Step, Structure, nbytes
+from ..storage import ConvolutionWindow, Factorised, ReadoutFiltered, Storage, per_entry
+from ..structure import AxisMap, compose_maps, identity_map, merge_maps
+
+# Above this many bytes of dense trace per example, building a program warns.
+DENSE_WARNING_BYTES = 64 * 2**20
+
+Key = Tuple[int, int]    # (state leaf, parameter leaf)
+
+
+def plan_blocks(step: Step, method, structure: Structure):
+    """The blocks of the online program, their storage kinds, the truncated ones and the
+    readout projections that cannot be kept filtered.
+
+    **Returns:**
+
+    `(blocks, truncated, rejected)`: the `Storage` of every block (readout-filtered ones after
+    their sources), the keys of blocks a method cut to their one-step pattern, and the keys of
+    the projections to analyse as plain operations (then the caller plans again).
+    """
+    direct = _direct_maps(step, structure)
+    total = _fixed_point(step, structure, direct)
+    kept = method.restrict(direct, total)
+    truncated = tuple(sorted(k for k, m in total.items() if kept.get(k) != m))
+    specs = dict(sorted(kept.items()))
+    factorised = _factorisable(step, structure, specs)
+    windows = _convolution_windows(step, structure, specs, factorised)
+    blocks = []
+    for (a, pj), spec in specs.items():
+        dtype = jnp.result_type(step.s_avals[a].dtype, step.p_avals[pj].dtype)
+        p_shape = step.p_avals[pj].shape
+        if (a, pj) in factorised:
+            blocks.append(Factorised(a, pj, spec, jac.free_shape(spec, p_shape), dtype))
+        elif (a, pj) in windows:
+            syn = structure.synapses[windows[(a, pj)]]
+            shape = tuple(equation_at(structure.jaxpr, syn.path).invars[0].aval.shape)
+            blocks.append(ConvolutionWindow(a, pj, spec, shape, dtype, window=windows[(a, pj)]))
+        else:
+            blocks.append(per_entry(a, pj, spec, jac.stored_shape(step.s_avals[a].shape, spec, p_shape),
+                                    dtype, p_shape))
+    filtered, rejected = _readout_filters(step, method, structure, blocks)
+    return tuple(blocks) + filtered, truncated, rejected
+
+
+def _direct_maps(step: Step, structure: Structure) -> Dict[Key, AxisMap]:
+    """Maps of states on parameters within one step (through synapses or other uses)."""
+    direct: Dict[Key, AxisMap] = {}
+    for a in step.diff_states:
+        for key, m in structure.jmap[a].items():
+            if key.kind == "param":
+                direct[(a, key.index)] = merge_maps(direct.get((a, key.index)), m)
+            elif key.kind == "synapse":
+                syn = structure.synapses[key.index]
+                pm = compose_maps(m, _synapse_param_map(syn, structure.input_shapes[InputKey(*syn.param)]))
+                direct[(a, syn.param[1])] = merge_maps(direct.get((a, syn.param[1])), pm)
+    return direct
+
+
+def _synapse_param_map(syn, p_shape) -> AxisMap:
+    """Map of the synapse output I on its parameter W: kept axes matched, contracted free."""
+    if syn.primitive == convolution.PRIMITIVE:
+        return convolution.param_map(syn.params, syn.perm, len(p_shape))
+    (lc, rc), (lb, rb) = syn.dimension_numbers
+    ndims = len(p_shape)
+    contract, batch = (lc, lb) if syn.param_side == 0 else (rc, rb)
+    free = [a for a in range(ndims) if a not in contract and a not in batch]
+    # output axes: batch, then the lhs's free axes, then the rhs's
+    other_free = len(syn.out_shape) - len(batch) - len(free) if syn.param_side == 1 else 0
+    out = [None] * ndims
+    for pos, a in enumerate(batch):
+        out[syn.perm[a]] = pos
+    for pos, a in enumerate(free):
+        out[syn.perm[a]] = len(batch) + other_free + pos
+    return tuple(out)
+
+
+def _fixed_point(step: Step, structure: Structure, direct) -> Dict[Key, AxisMap]:
+    """total(a, p) = direct ∪ ⋃_b J[a←b] ∘ total(b, p), to a fixed point (maps only lose matches)."""
+    total = dict(direct)
+    changed = True
+    while changed:
+        changed = False
+        for a in step.diff_states:
+            for b, m in structure.state_inputs(a):
+                for (bb, pj), tm in list(total.items()):
+                    if bb != b:
+                        continue
+                    new = merge_maps(total.get((a, pj)), compose_maps(m, tm))
+                    if new != total.get((a, pj)):
+                        total[(a, pj)] = new
+                        changed = True
+    return total
+
+
+def _factorisable(step: Step, structure: Structure, specs) -> FrozenSet[Key]:
+    """Blocks stored as ū[l]: they provably do not depend on the neuron index.
+
+    Holds when the block's only sources are synapses and other such blocks, through Jacobian
+    blocks that are a scalar times the identity (uniformity.py), and every axis of the state
+    is matched to the parameter (so nothing else indexes it).
+    """
+    ok = {}
+    for (a, pj), spec in specs.items():
+        deps, uniform = structure.jmap[a], structure.uniform[a]
+        matched = sorted(x for x in spec if x is not None)
+        ok[(a, pj)] = (
+            matched == list(range(len(step.s_avals[a].shape))) and any(x is None for x in spec)
+            and ("param", pj) not in deps
+            and all(key in uniform for key in deps
+                    if key.kind == "synapse" and structure.synapses[key.index].param == ("param", pj))
+            and all(key in uniform for key in deps if key.kind == "state" and (key.index, pj) in specs))
+    changed = True
+    while changed:   # a factorised block may only be fed by factorised blocks (a source without a block is fine)
+        changed = False
+        for (a, pj), good in list(ok.items()):
+            if good and not all(ok.get((b, pj), True) for b, _ in structure.state_inputs(a)):
+                ok[(a, pj)] = False
+                changed = True
+    return frozenset(k for k, v in ok.items() if v)
+
+
+def _convolution_windows(step: Step, structure: Structure, specs, factorised) -> Dict[Key, int]:
+    """Kernel blocks stored as the filtered input ū of their convolution (convolution.py).
+
+    Holds when the kernel enters through one convolution synapse, the block's sources are that
+    synapse and other such blocks, every Jacobian feeding it is a scalar times the identity,
+    and the state is the convolution's output up to size-1 axes.
+    """
+    ok = {}
+    for (a, pj) in specs:
+        syns = [k for k, syn in enumerate(structure.synapses) if syn.param == ("param", pj)]
+        if (a, pj) in factorised or len(syns) != 1 or structure.synapses[syns[0]].primitive != convolution.PRIMITIVE:
+            continue
+        syn = structure.synapses[syns[0]]
+        deps, uniform = structure.jmap[a], structure.uniform[a]
+        if ("param", pj) in deps or not all(key in uniform for key in deps if key == syn.key or (
+                key.kind == "state" and (key.index, pj) in specs)):
+            continue
+        if convolution.state_spec(syn.out_shape, step.s_avals[a].shape) is None:
+            continue
+        ok[(a, pj)] = syns[0]
+    changed = True
+    while changed:   # a filtered-input block may only be fed by such blocks
+        changed = False
+        for (a, pj) in list(ok):
+            if not all((b, pj) in ok for b, _ in structure.state_inputs(a) if (b, pj) in specs):
+                del ok[(a, pj)]
+                changed = True
+    return ok
+
+
+def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[tuple, FrozenSet]:
+    """Keep each readout projection as filtered traces (`ReadoutFiltered`) where that is exact;
+    returns those blocks and the keys of the projections that are not (analysed as plain
+    operations on the next planning round).
+
+    Exact when the readout y is the only state the projection reaches, its Jacobians on itself
+    and on the projection are scalars times the identity (uniformity.py), nothing else brings a
+    parameter of b's traces into y, and no other state reads y; chosen when b's traces are
+    smaller than y's dense blocks would be.
+    """
+    S = step.diff_states
+    jmap, uniform = structure.jmap, structure.uniform
+    by_key = {(b.state, b.param): b for b in blocks}
+    filtered, rejected = [], set()
+    for pr in structure.projections:
+        targets = [a for a in S if pr.key in jmap[a]]
+        if not targets:
+            continue
+        y, b = targets[0], pr.source
+        sources = [blk for (bb, _), blk in sorted(by_key.items()) if bb == b]
+        dense_bytes = sum(nbytes(step.s_avals[y].shape + step.p_avals[s.param].shape, s.dtype) for s in sources)
+        ok = (len(targets) == 1 and not method.truncates
+              and jmap[y][pr.key] == identity_map(len(structure.input_shapes[InputKey(*pr.key)]))
+              and pr.key in uniform[y]
+              and (("state", y) not in jmap[y] or ("state", y) in uniform[y])
+              and not any((y, s.param) in by_key for s in sources)
+              and not any(isinstance(s, ConvolutionWindow) for s in sources)
+              and not any(("state", y) in jmap[a] for a in S if a != y)
+              # worth it only where ē is smaller than the readout's own (dense) blocks
+              and sum(s.nbytes for s in sources) <= dense_bytes)
+        if not ok:
+            rejected.add(pr.key)
+            continue
+        for s in sources:
+            by_key[(y, s.param)] = ReadoutFiltered(y, s.param, s.spec, s.shape, s.dtype, via=InputKey(*pr.key),
+                                                   source=s)
+            filtered.append(by_key[(y, s.param)])
+    return tuple(filtered), frozenset(rejected)
+
+
+__all__ = ["plan_blocks", "DENSE_WARNING_BYTES", "Storage"]

@@ -1,0 +1,32 @@
+"""Pass 5: the structural analysis of the JVP program → `Structure` (dependency maps of every
+new state leaf on every tracked input, uniform Jacobian blocks, synapses)."""
+from __future__ import annotations
+
+from typing import Tuple
+
+from ..analysis import analyse
+from ..jaxpr_util import equation_at
+from ..records import InputKey, Jvp, Projection, Step, Structure
+
+
+def analyse_structure(step: Step, jvp: Jvp, projections: Tuple[Projection, ...]) -> Structure:
+    """Walk the JVP program with `projections` standing for tracked inputs of their own."""
+    jx = jvp.closed.jaxpr
+    analysis = analyse(jx, list(jvp.in_deps), mode="jacobian", raw=jvp.raw,
+                       projections={pr.path: pr.key for pr in projections})
+    S = step.diff_states
+    n = len(S)
+    jmap = {a: {InputKey(*key): m for key, m in d.items()} for a, d in zip(S, analysis.outputs[n: 2 * n])}
+    uniform = {a: analysis.uniform[n + pos] for pos, a in enumerate(S)}
+    shapes, dtypes = {}, {}
+    for j, a in enumerate(step.p_avals):
+        shapes[InputKey("param", j)], dtypes[InputKey("param", j)] = tuple(a.shape), a.dtype
+    for i, a in enumerate(step.s_avals):
+        shapes[InputKey("state", i)], dtypes[InputKey("state", i)] = tuple(a.shape), a.dtype
+    for pr in projections:
+        aval = pr.eqn.outvars[0].aval
+        shapes[InputKey(*pr.key)], dtypes[InputKey(*pr.key)] = tuple(aval.shape), aval.dtype
+    for syn in analysis.synapses:
+        key = InputKey(*syn.key)
+        shapes[key], dtypes[key] = tuple(syn.out_shape), equation_at(jx, syn.path).outvars[0].aval.dtype
+    return Structure(jx, analysis, tuple(projections), jmap, uniform, shapes, dtypes)

@@ -1,0 +1,295 @@
+"""Storage kinds of a trace block M[a, p] = d state_a / d param_p: one type each.
+
+Each kind knows its stored shape, how to start (`zeros`), how one step updates it
+(`update`: M_t = ∂f/∂s · M_{t-1} + ∂f/∂θ in its stored form), how the learning signal meets it
+(`contract`: Σ signal · M), how to expand it for another block's update (`full`) and how to say
+its rule in words (`rule`). The planner (`passes/blocks.py`) chooses the kind from the proved
+structure; `emit.py` only calls these methods.
+
+- `Diagonal`, `SharedParameter`, `Synaptic`, `Dense`: the block as a `jacobian.StructJac`
+  (state axes, then the parameter axes not matched to a state axis); they differ in what the
+  spec proves, hence in size.
+- `Factorised`: e[i, l] = ū[l] for every neuron i (a shared leak, a detached reset).
+- `ConvolutionWindow`: a convolution kernel's trace kept as the filtered input ū (convolution.py).
+- `ReadoutFiltered`: a readout's block kept as W · ē, ē the readout-filtered copy of the trace
+  of the state it reads (Bellec et al. 2020's κ-filtered eligibility).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar, Dict, List, NamedTuple, Optional, Tuple
+
+import jax
+import jax.numpy as jnp
+
+from . import convolution
+from . import jacobian as jac
+from .analysis import Synapse
+from .errors import source_line
+from .records import InputKey, nbytes
+from .structure import AxisMap, is_diagonal
+
+
+class StepValues(NamedTuple):
+    """What one step measured, for the blocks' updates: Jacobian blocks `J[(a, input key)]`,
+    the captured synapse / readout operands `us[key]`, previous traces and those updated so far."""
+    J: Dict
+    us: Dict
+    previous: Tuple
+    new: List
+
+
+@dataclass(frozen=True)
+class Storage:
+    state: int                 # flat state leaf a
+    param: int                 # flat parameter leaf p
+    spec: AxisMap              # parameter axis -> the state axis it is matched to, or None
+    shape: Tuple[int, ...]     # stored shape (one example)
+    dtype: object
+
+    kind: ClassVar[str] = ""
+    factorised: ClassVar[bool] = False
+
+    @property
+    def nbytes(self) -> int:
+        return nbytes(self.shape, self.dtype)
+
+    def layout(self) -> tuple:
+        return type(self).__name__, self.state, self.param, self.spec, tuple(self.shape)
+
+    def zeros(self):
+        return jnp.zeros(self.shape, self.dtype)
+
+    # -- shared pieces of the update
+    def _synapses(self, plan, values: StepValues) -> List[Synapse]:
+        return [syn for syn in plan.structure.synapses
+                if syn.param == ("param", self.param) and (self.state, syn.key) in values.J]
+
+    def _previous_terms(self, plan, values: StepValues):
+        """(J[a ← b], previous block index of (b, p)) for every previous state b with a trace for p."""
+        index = plan.block_index
+        return [(J, index[(key[1], self.param)]) for (a, key), J in values.J.items()
+                if a == self.state and key[0] == "state" and (key[1], self.param) in index]
+
+    def _scaled_previous(self, plan, values: StepValues):
+        """Σ_b c_b · ū[b, p]_{t-1} where every Jacobian is c_b · I (uniformity.py)."""
+        total = jnp.zeros(self.shape, self.dtype)
+        for J, bi in self._previous_terms(plan, values):
+            total = total + _scalar(J.array) * values.previous[bi]
+        return total
+
+    def rule(self, plan) -> str:
+        """The update rule in words, with the user's names."""
+        sn, pn = plan.state_names, plan.param_names
+        a, p = self.state, self.param
+        terms = []
+        for key, m in sorted(plan.structure.jmap[a].items(), key=str):
+            if key.kind == "state" and (key.index, p) in plan.block_index:
+                op, name = ("⊙", "D") if is_diagonal(m) else ("·", "J")
+                terms.append(f"{name}[{sn[a]}←{sn[key.index]}] {op} e[{sn[key.index]},{pn[p]}]")
+            elif key == ("param", p):
+                terms.append(f"∂{sn[a]}/∂{pn[p]}")
+            elif key.kind == "synapse":
+                syn = plan.synapses[key.index]
+                if syn.param == ("param", p):
+                    terms.append(f"ψ[{sn[a]}] ⊗ u  (u: the other operand of {pn[p]} at {syn.source})")
+        return f"e[{sn[a]},{pn[p]}] ← " + (" + ".join(terms) if terms else "0")
+
+    # -- the learning signal meets the block: Σ_a signal · e, as one einsum
+    def _contract_labels(self, plan, signal, T, batched: bool, state_axes: bool):
+        p_shape = plan.p_avals[self.param].shape
+        fresh = jac.Labels()
+        p_labels = [fresh() for _ in p_shape]
+        a_labels = [fresh() for _ in plan.s_avals[self.state].shape]
+        for k, j in enumerate(self.spec):
+            if j is not None:
+                a_labels[j] = p_labels[k]
+        t_labels = (list(a_labels) if state_axes else []) + [p_labels[k] for k, j in enumerate(self.spec)
+                                                             if j is None]
+        batch = [fresh()] if batched else []
+        return jac.einsum([signal, T], [batch + a_labels, batch + t_labels], p_labels)
+
+
+class PerEntry(Storage):
+    """The block as a `StructJac`: state axes, then the parameter axes not matched to one."""
+
+    def update(self, plan, values: StepValues, T):
+        p_shape = plan.p_avals[self.param].shape
+        parts = [jac.compose(J, plan.blocks[bi].full(plan, values.previous[bi]), self.spec)
+                 for J, bi in self._previous_terms(plan, values)]
+        direct = values.J.get((self.state, ("param", self.param)))
+        if direct is not None:
+            parts.append(direct)
+        for syn in self._synapses(plan, values):
+            parts.append(synapse_block(values.J[(self.state, syn.key)], values.us[syn.key], syn, p_shape))
+        total = jac.add(parts, self.spec)
+        return self.zeros() if total is None else total.array.astype(self.dtype)
+
+    def contract(self, plan, signal, T, weights, batched: bool):
+        return self._contract_labels(plan, signal, T, batched, state_axes=True)
+
+    def full(self, plan, T) -> jac.StructJac:
+        return jac.StructJac(T, self.spec, plan.p_avals[self.param].shape)
+
+
+class Diagonal(PerEntry):
+    kind = "diagonal"
+
+
+class SharedParameter(PerEntry):
+    kind = "per-neuron (shared parameter)"
+
+
+class Synaptic(PerEntry):
+    kind = "synaptic eligibility"
+
+
+class Dense(PerEntry):
+    kind = "dense"
+
+
+def per_entry(state, param, spec, shape, dtype, p_shape) -> PerEntry:
+    """The `PerEntry` kind that names what `spec` proves about a block of this parameter."""
+    size = 1
+    for n in p_shape:
+        size *= n
+    if len(p_shape) == 0 or size == 1:       # one entry, broadcast: shared by every neuron
+        cls = SharedParameter
+    elif is_diagonal(spec):
+        cls = Diagonal
+    elif any(s is not None for s in spec):
+        cls = Synaptic
+    else:
+        cls = Dense
+    return cls(state, param, spec, tuple(shape), dtype)
+
+
+class Factorised(Storage):
+    """e[i, l] = ū[l] for every neuron i: stored without the state axes (O(m) for O(n·m))."""
+    kind = "factorised synaptic eligibility (one ū shared by every neuron)"
+    factorised = True
+
+    def update(self, plan, values: StepValues, T):
+        # every Jacobian here is c·I: multiply the stored ū by the scalar c
+        total = self._scaled_previous(plan, values)
+        p_shape = plan.p_avals[self.param].shape
+        origin = (0,) * len(plan.s_avals[self.state].shape)
+        for syn in self._synapses(plan, values):
+            psi = values.J[(self.state, syn.key)]
+            ones = jac.StructJac(jnp.ones_like(psi.array), psi.spec, psi.in_shape)
+            row = jac.respec(synapse_block(ones, values.us[syn.key], syn, p_shape), self.spec).array[origin]
+            total = total + _scalar(psi.array) * row
+        return total.astype(self.dtype)
+
+    def contract(self, plan, signal, T, weights, batched: bool):
+        return self._contract_labels(plan, signal, T, batched, state_axes=False)
+
+    def full(self, plan, T) -> jac.StructJac:
+        a_shape = tuple(plan.s_avals[self.state].shape)
+        return jac.StructJac(jnp.broadcast_to(T, a_shape + T.shape), self.spec, plan.p_avals[self.param].shape)
+
+
+@dataclass(frozen=True)
+class ConvolutionWindow(Storage):
+    """A kernel's trace kept as the filtered input ū of its convolution (convolution.py)."""
+    window: int = 0            # the synapse (convolution) whose input is filtered
+
+    kind = "factorised convolution (filtered input ū; kernel gradient by one correlation)"
+    factorised = True
+
+    def layout(self) -> tuple:
+        return super().layout() + (self.window,)
+
+    def update(self, plan, values: StepValues, T):
+        # every Jacobian here is c·I: ū_t = Σ c · ū_{t-1} + c_ψ · u
+        total = self._scaled_previous(plan, values)
+        for syn in self._synapses(plan, values):
+            total = total + _scalar(values.J[(self.state, syn.key)].array) * values.us[syn.key]
+        return total.astype(self.dtype)
+
+    def contract(self, plan, signal, T, weights, batched: bool):
+        syn = plan.synapses[self.window]
+        return convolution.kernel_gradient(signal, T, syn.params, syn.perm, plan.p_avals[self.param].shape,
+                                           syn.out_shape, batched)
+
+    def full(self, plan, T) -> jac.StructJac:
+        syn = plan.synapses[self.window]
+        full = convolution.expand(T, syn.params, syn.perm, plan.p_avals[self.param].shape, syn.out_shape,
+                                  plan.s_avals[self.state].shape)
+        return jac.respec(full, self.spec)
+
+
+@dataclass(frozen=True)
+class ReadoutFiltered(Storage):
+    """M[y, p] = W · ē with ē_t = c ē_{t-1} + c' M_t[b, p], ē shaped as b's block (`source`)."""
+    via: Optional[InputKey] = None      # the readout projection's key
+    source: Optional[Storage] = None    # the block M[b, p] of the state read out
+
+    kind = "readout-filtered eligibility"
+
+    def layout(self) -> tuple:
+        return super().layout() + (tuple(self.via), self.source.layout())
+
+    def update(self, plan, values: StepValues, T):
+        # b's block comes earlier in the plan, so its new value is already there
+        source = values.new[plan.block_index[(self.source.state, self.param)]]
+        total = _scalar(values.J[(self.state, self.via)].array) * source
+        own = values.J.get((self.state, ("state", self.state)))
+        if own is not None:
+            total = total + _scalar(own.array) * T
+        return total.astype(self.dtype)
+
+    def contract(self, plan, signal, T, weights, batched: bool):
+        # λ_y · (W · ē) = (Wᵀ λ_y) · ē: the signal moves back to b, then meets ē as b's block
+        pr = plan.structure.projection(self.via)
+        b = pr.source
+        zero = jnp.zeros(plan.s_avals[b].shape, plan.s_avals[b].dtype)
+
+        def back(lam):
+            return jax.vjp(lambda t: pr.apply(weights[pr.key], t), zero)[1](lam)[0]
+        signal = jax.vmap(back)(signal) if batched else back(signal)
+        return self.source.contract(plan, signal, T, weights, batched)
+
+    def full(self, plan, T):
+        raise AssertionError("a readout's filtered trace is read by no other state (passes/blocks.py)")
+
+    def rule(self, plan) -> str:
+        sn, pn = plan.state_names, plan.param_names
+        pr = plan.structure.projection(self.via)
+        b, p = sn[pr.source], pn[self.param]
+        return (f"e[{sn[self.state]},{p}] = W · ē,  ē ← c ⊙ ē + c' ⊙ e[{b},{p}]  (W: the readout matrix "
+                f"of {b} at {source_line(pr.eqn)}, at its current value; ē has the shape of e[{b},{p}])")
+
+
+def synapse_block(psi: jac.StructJac, u, syn: Synapse, p_shape) -> jac.StructJac:
+    """d state / d W from ψ = d state / d I and the presynaptic operand u of I = W·u."""
+    if syn.primitive == convolution.PRIMITIVE:
+        return convolution.synapse_block(psi, u, syn.params, syn.perm, p_shape)
+    (lc, rc), (lb, rb) = syn.dimension_numbers
+    fresh = jac.Labels()
+    p_labels = [fresh() for _ in p_shape]
+    w_ndim = len(p_shape)
+    w_contract, u_contract = (lc, rc) if syn.param_side == 0 else (rc, lc)
+    w_batch, u_batch = (lb, rb) if syn.param_side == 0 else (rb, lb)
+    op_label = [p_labels[syn.perm[a]] for a in range(w_ndim)]    # labels of W's operand axes
+    u_labels = [None] * u.ndim
+    for wa, ua in list(zip(w_contract, u_contract)) + list(zip(w_batch, u_batch)):
+        u_labels[ua] = op_label[wa]
+    u_labels = [lab if lab is not None else fresh() for lab in u_labels]
+    w_free = [op_label[a] for a in range(w_ndim) if a not in w_contract and a not in w_batch]
+    u_free = [u_labels[a] for a in range(u.ndim) if a not in u_contract and a not in u_batch]
+    batch = [op_label[a] for a in w_batch]
+    i_labels = batch + (w_free + u_free if syn.param_side == 0 else u_free + w_free)
+    s_out, s_free = jac.stored_labels(psi.out_ndim, psi.spec, i_labels, fresh)
+    spec = tuple(s_out.index(lab) if lab in s_out else None for lab in p_labels)
+    out = s_out + [lab for lab, sp in zip(p_labels, spec) if sp is None]
+    return jac.StructJac(jac.einsum([psi.array, u], [s_out + s_free, u_labels], out), spec, p_shape)
+
+
+def _scalar(x):
+    """The common value of an array proved to be equal at every index."""
+    return x.reshape(-1)[0]
+
+
+__all__ = ["Storage", "PerEntry", "Diagonal", "SharedParameter", "Synaptic", "Dense", "Factorised",
+           "ConvolutionWindow", "ReadoutFiltered", "per_entry", "synapse_block", "StepValues"]
