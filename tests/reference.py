@@ -69,3 +69,39 @@ def spike_count(outputs_or_states) -> int:
 
 def mse(y, t):
     return jnp.sum((y - t) ** 2)
+
+
+def states_over(model, params, state0, xs):
+    """The state after every step of a plain lax.scan run (for spike checks)."""
+    def body(s, x):
+        s, _ = model(params, s, x)
+        return s, s
+    return jax.lax.scan(body, state0, xs)[1]
+
+
+def assert_matches_bptt(model, loss_fn, params, state0, xs, targets, *, spikes, method="exact", twin=None,
+                        tol=1e-9, loss_tol=1e-12, init_x=True, jit=False):
+    """Run `online_grad(model, loss_fn, method)` over a sequence and compare its summed gradient and
+    loss with BPTT (jax.grad of a lax.scan unroll) of `twin` (default: the model itself): max
+    relative gradient error <= `tol`, relative loss error <= `loss_tol`.
+
+    `spikes(outputs, states) -> number` must be positive: the inputs make neurons spike, so the
+    surrogate paths are exercised (pass `spikes=None` only for models without spikes). Every
+    gradient leaf keeps its parameter's shape and dtype. Returns `(learner, total, bptt grads,
+    bptt outputs)`.
+    """
+    import sparseprop as sp
+    learner = sp.online_grad(model, loss_fn, method=method)
+    x0 = jax.tree_util.tree_map(lambda a: a[0], xs) if xs is not None else None
+    carry = learner.init(params, state0, x0) if init_x else learner.init(params, state0)
+    run = jax.jit(learner.run) if jit else learner.run
+    _, total = run(params, carry, xs, targets)
+    loss, grads, ys = bptt(twin or model, loss_fn, params, state0, xs, targets)
+    if spikes is not None:
+        assert float(spikes(ys, states_over(model, params, state0, xs))) > 0, \
+            "no neuron spiked: this test would test nothing"
+    for g, p in zip(jax.tree_util.tree_leaves(total.grads), jax.tree_util.tree_leaves(params)):
+        assert g.shape == jnp.shape(p) and g.dtype == jnp.result_type(p)
+    assert max_relative_error(total.grads, grads) <= tol
+    assert abs(float(total.loss) - float(loss)) <= loss_tol * abs(float(loss))
+    return learner, total, grads, ys
