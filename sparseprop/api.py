@@ -139,7 +139,7 @@ class OnlineLearner:
         return self.program(params, state, x).plan
 
     def _traces(self, prog, arrays) -> Traces:
-        return Traces(tuple(arrays), prog.layout_tag)
+        return Traces(tuple(arrays), prog.plan.layout_tag)
 
     # -- the online API ----------------------------------------------------
     def init(self, params, state0, x=None) -> Carry:
@@ -304,21 +304,21 @@ class OnlineLearner:
         if carry.traces is None:
             raise ValueError("carry has no traces yet: call init(params, state0, x) or take a step first")
         prog = self._any_program(params, carry)
-        names = [f"d{prog.state_names[b.state]}/d{prog.param_names[b.param]}" for b in prog.blocks]
+        names = prog.plan.block_names
         try:
-            check_traces(carry.traces, prog.blocks, names, prog.layout_tag)
+            check_traces(carry.traces, prog.plan.blocks, names, prog.plan.layout_tag)
         except ValueError as e:
             raise ValueError(f"{e} For a batched carry (init_batch), vmap it: "
                              f"jax.vmap(learner.apply_signal, in_axes=(None, 0, 0)).") from None
         signals = match_state_signal(state_signal, carry.state)
-        dropped = sorted({prog.state_names[a] for a, _ in prog.pruned if signals[a] is not None})
+        dropped = sorted({prog.plan.state_names[a] for a, _ in prog.plan.pruned if signals[a] is not None})
         if dropped:
             raise ValueError(f"this learner does not carry the traces of {', '.join(dropped)}: its loss "
                              f"never reads them. For three-factor rules, build it without a loss "
                              f"(online_grad(model, None, ...)), which keeps every trace.")
-        grads = prog.contract([signals[i] for i in prog.diff_states], tuple(carry.traces),
+        grads = prog.contract([signals[i] for i in prog.plan.step.diff_states], tuple(carry.traces),
                              jax.tree_util.tree_leaves(params))
-        return jax.tree_util.tree_unflatten(prog.p_def, grads)
+        return jax.tree_util.tree_unflatten(prog.plan.step.p_def, grads)
 
     def eligibility(self, params, carry: Carry):
         """The eligibility traces, named: `{(state leaf, parameter leaf): (kind, array)}`.
@@ -338,8 +338,8 @@ class OnlineLearner:
         """
         check_carry(carry, Carry)
         prog = self._any_program(params, carry)
-        return {(prog.state_names[b.state], prog.param_names[b.param]): (b.kind, T)
-                for b, T in zip(prog.blocks, carry.traces)}
+        return {(prog.plan.state_names[b.state], prog.plan.param_names[b.param]): (b.kind, T)
+                for b, T in zip(prog.plan.blocks, carry.traces)}
 
     def simulate(self, params, state0, xs, keep_states: bool = True) -> "Trajectory":
         """The model's forward pass over a sequence, without gradients or traces (for evaluation).
@@ -352,8 +352,8 @@ class OnlineLearner:
         tag = getattr(carry.traces, "tag", None)
         shapes = [np.shape(v) for v in carry.traces]
         for prog in self._programs.values():
-            if (tag is not None and tag == prog.layout_tag) or (
-                    tag is None and shapes == [tuple(b.shape) for b in prog.blocks]):
+            if (tag is not None and tag == prog.plan.layout_tag) or (
+                    tag is None and shapes == [tuple(b.shape) for b in prog.plan.blocks]):
                 return prog
         raise ValueError("no traced program of this learner matches this carry: take a step with these "
                          "params first, or use the carry of this learner (a carry belongs to the learner, "
@@ -372,8 +372,8 @@ class OnlineLearner:
             if batched:
                 traces = tuple(jnp.broadcast_to(t, batch_shape + t.shape) for t in traces)
         else:
-            names = [f"d{prog.state_names[b.state]}/d{prog.param_names[b.param]}" for b in prog.blocks]
-            check_traces(traces, prog.blocks, names, prog.layout_tag, batch_shape)
+            names = prog.plan.block_names
+            check_traces(traces, prog.plan.blocks, names, prog.plan.layout_tag, batch_shape)
         if self.check_finite:
             # the carried traces are not checked again: the step that made them did
             check_finite([("the input x", x), ("params", params), ("the carried state", carry.state)],
@@ -383,8 +383,8 @@ class OnlineLearner:
         xs = jax.tree_util.tree_leaves(x)
 
         new_s, new_traces, value, y, grads = prog.step(p, s, tuple(traces), xs, loss, batched)
-        new_state = jax.tree_util.tree_unflatten(prog.s_def, new_s)
-        grads = jax.tree_util.tree_unflatten(prog.p_def, grads)
+        new_state = jax.tree_util.tree_unflatten(prog.plan.step.s_def, new_s)
+        grads = jax.tree_util.tree_unflatten(prog.plan.step.p_def, grads)
         if self.check_finite:
             check_finite([("the loss", value), ("the output", y), ("the new state", new_state),
                           ("the new traces", tuple(new_traces)), ("the gradient", grads)],

@@ -128,3 +128,18 @@ def test_large_dense_trace_warns_and_suggests_eprop(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")   # per-neuron models never warn
         sp.online_grad(with_cond, mse).program(params, (jnp.zeros(5), jnp.zeros(5)), xs[0])
+
+
+def test_while_loop_with_an_integer_leaf_passed_through():
+    """An integer leaf that passes through the step unchanged does not hide that the output reads
+    the new state only: the learning signal needs no reverse pass through the while_loop."""
+    def model(p, s, x):
+        (v, z), y = with_while_loop(p, (s["v"], s["z"]), x)
+        return {"v": v, "z": z, "k": s["k"]}, y
+    params, xs, targets = _params(n=4, m=3)
+    state0 = {"v": jnp.zeros(4), "z": jnp.zeros(4), "k": jnp.array(3, jnp.int32)}
+    assert _spikes(with_while_loop, params, (jnp.zeros(4), jnp.zeros(4)), xs) > 0
+    learner = sp.online_grad(model, mse)
+    _, total = learner.run(params, learner.init(params, state0), xs, targets)
+    oracle = dense_rtrl(model, mse, params, state0, xs, targets, local_grad=jax.jacfwd)
+    assert max_relative_error(total.grads, oracle) <= 1e-9

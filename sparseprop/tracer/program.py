@@ -25,43 +25,6 @@ class OnlineProgram:
     def __init__(self, model, method: Method, params, state, x, keep_all_traces: bool = False):
         self.plan: Plan = build(model, method, params, state, x, keep_all_traces)
 
-    # what the learner needs of the plan
-    @property
-    def blocks(self):
-        return self.plan.blocks
-
-    @property
-    def state_names(self):
-        return self.plan.step.state_names
-
-    @property
-    def param_names(self):
-        return self.plan.step.param_names
-
-    @property
-    def p_def(self):
-        return self.plan.step.p_def
-
-    @property
-    def s_def(self):
-        return self.plan.step.s_def
-
-    @property
-    def p_avals(self):
-        return self.plan.step.p_avals
-
-    @property
-    def diff_states(self):
-        return self.plan.step.diff_states
-
-    @property
-    def pruned(self):
-        return self.plan.pruned
-
-    @property
-    def layout_tag(self):
-        return self.plan.layout_tag
-
     def zero_traces(self):
         return zero_traces(self.plan)
 

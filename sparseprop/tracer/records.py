@@ -204,6 +204,10 @@ class Plan:
         return self.structure.synapses
 
     @property
+    def block_names(self) -> Tuple[str, ...]:
+        return tuple(f"d{self.state_names[b.state]}/d{self.param_names[b.param]}" for b in self.blocks)
+
+    @property
     def n_probes(self) -> int:
         return self.probes.count
 

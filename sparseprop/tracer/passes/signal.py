@@ -43,13 +43,17 @@ def _new_state_form(step: Step, blocks) -> Optional[Tuple[Dict, FrozenSet[int]]]
     model's jaxpr, top level); else None."""
     jx = step.jaxpr
     n_s = len(step.s_avals)
-    state_out = jx.outvars[:n_s]
-    if any(not isinstance(v, jcore.Var) or v in jx.invars for v in state_out) or len(set(state_out)) != n_s:
+    # a leaf without a derivative that passes through unchanged (an integer counter) or is a
+    # constant has the same value before and after the step: the output may read it either way
+    state_out = {i: v for i, v in enumerate(jx.outvars[:n_s])
+                 if i in step.diff_states or (isinstance(v, jcore.Var) and v not in jx.invars)}
+    if any(not isinstance(v, jcore.Var) or v in jx.invars for v in state_out.values()) or \
+            len(set(state_out.values())) != len(state_out):
         return None
     traced = {b.param for b in blocks}
     tainted = {v for j, v in enumerate(jx.invars[:len(step.p_avals)]) if j in traced}
     tainted |= {jx.invars[len(step.p_avals) + i] for i in step.diff_states}
-    cut = set(state_out)
+    cut = set(state_out.values())
     for eqn in jx.eqns:
         if any(isinstance(v, jcore.Var) and v in tainted for v in eqn.invars):
             tainted |= {v for v in eqn.outvars if v not in cut}
@@ -60,8 +64,8 @@ def _new_state_form(step: Step, blocks) -> Optional[Tuple[Dict, FrozenSet[int]]]
     for eqn in reversed(jx.eqns):
         if any(v in needed and v not in cut for v in eqn.outvars):
             needed |= {v for v in eqn.invars if isinstance(v, jcore.Var)}
-    position = {v: i for i, v in enumerate(state_out)}
-    return position, frozenset(i for i, v in enumerate(state_out) if v in needed)
+    position = {v: i for i, v in state_out.items()}
+    return position, frozenset(i for i, v in state_out.items() if v in needed)
 
 
 def _needed(structure: Structure, blocks, signalled) -> Set[Tuple[int, int]]:
