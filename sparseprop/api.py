@@ -317,7 +317,7 @@ class OnlineLearner:
                              f"never reads them. For three-factor rules, build it without a loss "
                              f"(online_grad(model, None, ...)), which keeps every trace.")
         grads = prog.contract([signals[i] for i in prog.plan.step.diff_states], tuple(carry.traces),
-                             jax.tree_util.tree_leaves(params))
+                             jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(carry.state))
         return jax.tree_util.tree_unflatten(prog.plan.step.p_def, grads)
 
     def eligibility(self, params, carry: Carry):

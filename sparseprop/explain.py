@@ -128,6 +128,9 @@ def _input_name(plan: Plan, key) -> str:
         return plan.state_names[k]
     if kind == "param":
         return plan.param_names[k]
+    if kind == "edge":
+        e = plan.structure.edges[k]
+        return f"the {e.describe()} of {plan.param_names[e.param]} at {e.source}"
     syn = plan.synapses[k]
     return f"the product with {plan.param_names[syn.param[1]]} at {syn.source}"
 

@@ -26,7 +26,8 @@ from .jaxpr_util import all_equations, live_part
 from .passes.cuts import cut_output
 from .records import Plan
 from .seeds import enumerated_shape, probes
-from .storage import ReadoutFiltered, StepValues
+from .sparse import post_indices
+from .storage import PerEdge, ReadoutFiltered, StepValues
 
 
 def zero_traces(plan: Plan):
@@ -57,14 +58,28 @@ def jacobian_blocks(plan: Plan, p, s, xs):
     # presynaptic u, the readout matrix W) is captured
     swapped = [(syn.path, syn.key, 1 - syn.param_side) for syn in st.synapses]
     swapped += [(pr.path, pr.key, 1 - pr.side) for pr in st.projections]
-    captured_keys = [key for _, key, _ in swapped]
+    swapped += [(e.path, e.key, None) for e in st.edges]
+    # operands read without a swap: (path, operand, capture key) (a sparse synapse's indices, g)
+    reads = [(path, k, (e.key, name)) for e in st.edges for path, k, name in e.captures]
+    captured_keys = [key for _, key, keep in swapped if keep is not None] + [key for _, _, key in reads]
 
     def run(tangents):
         captured = {}
         overrides = {}
+        for path, k, key in reads:
+            if path in {sw[0] for sw in swapped}:
+                continue
+            def read(eqn, invals, k=k, key=key):
+                captured[key] = invals[k]
+                return bind(eqn, invals)
+            overrides[path] = read
         for path, key, keep in swapped:
-            def take(eqn, invals, key=key, keep=keep):
-                captured[key] = invals[keep]
+            def take(eqn, invals, key=key, keep=keep, path=path):
+                if keep is not None:
+                    captured[key] = invals[keep]
+                for p_, k, ckey in reads:
+                    if p_ == path:
+                        captured[ckey] = invals[k]
                 if key in tangents:
                     return [tangents[key]]
                 aval = eqn.outvars[0].aval
@@ -81,6 +96,8 @@ def jacobian_blocks(plan: Plan, p, s, xs):
     else:   # every block comes from reverse rows
         new_s, _, us = run({})
     us = dict(zip(captured_keys, us))
+    for e in st.edges:
+        us[(e.key, "post")], us[(e.key, "g")] = e.post(us), e.presynaptic(us)
     blocks: Dict[Tuple[int, Hashable], jac.StructJac] = {}
     traced = {b.state for b in plan.blocks}
     for entry in plan.probes.entries:
@@ -159,14 +176,26 @@ def projection_weights(plan: Plan, p) -> Dict[Hashable, object]:
     return {pr.key: (w.val if isinstance(w, jcore.Literal) else next(values)) for pr, w in zip(projections, ws)}
 
 
-def contract(plan: Plan, signals, traces, p, batched: bool = False):
+def signal_context(plan: Plan, p, s) -> Dict[Hashable, object]:
+    """What the learning signal needs besides the traces: each readout projection's matrix W and
+    each sparse synapse's post indices, computed from parameters and state alone."""
+    context = projection_weights(plan, p) if any(isinstance(b, ReadoutFiltered) for b in plan.blocks) else {}
+    for blk in plan.blocks:
+        if isinstance(blk, PerEdge):
+            e = plan.structure.edges[blk.edge]
+            context[e.key] = post_indices(e, plan.jvp.closed, len(plan.step.p_avals), len(plan.step.s_avals), p, s)
+    return context
+
+
+def contract(plan: Plan, signals, traces, p, s, batched: bool = False):
     """Σ_a signal_a · M[a, p] for every parameter p: the learning signal meets the traces.
 
     **Arguments:**
 
     - `signals`: one array per differentiable state leaf (a cotangent, d loss / d state), or None.
     - `traces`: the trace blocks.
-    - `p`: the parameter leaves (a readout block W · ē needs the current W).
+    - `p`, `s`: the parameter and state leaves (a readout block W · ē needs the current W, a
+      per-edge block the post indices); `s` carries the batch axis with `batched`.
     - `batched`: signals and traces carry a leading batch axis, summed over (one contraction).
 
     **Returns:**
@@ -175,12 +204,14 @@ def contract(plan: Plan, signals, traces, p, batched: bool = False):
     """
     S = plan.step.diff_states
     grads = [jnp.zeros(a.shape, a.dtype) for a in plan.step.p_avals]
-    weights = projection_weights(plan, p) if any(isinstance(b, ReadoutFiltered) for b in plan.blocks) else {}
+    if batched and any(isinstance(b, PerEdge) for b in plan.blocks):
+        s = [v[0] for v in s]     # indices are read from the state, not per example
+    context = signal_context(plan, p, s)
     for blk, T in zip(plan.blocks, traces):
         sig = signals[S.index(blk.state)]
         if sig is None:
             continue
-        g = blk.contract(plan, sig, T, weights, batched)
+        g = blk.contract(plan, sig, T, context, batched)
         grads[blk.param] = grads[blk.param] + g.astype(grads[blk.param].dtype)
     return grads
 
@@ -246,7 +277,7 @@ def step(plan: Plan, p, s, traces, xs, loss, batched: bool = False):
     # structurally zero signals skip their contractions (XLA keeps a product with zeros)
     lam = [lam_a if a in plan.signal.signalled else None for a, lam_a in zip(S, lam)]
     signal_traces = new_traces if via_new else traces
-    grads = [g + c for g, c in zip(direct, contract(plan, lam, signal_traces, p, batched))]
+    grads = [g + c for g, c in zip(direct, contract(plan, lam, signal_traces, p, s, batched))]
     return list(new_s), new_traces, value, y, grads
 
 

@@ -28,9 +28,9 @@ class OnlineProgram:
     def zero_traces(self):
         return zero_traces(self.plan)
 
-    def contract(self, signals, traces, p, batched: bool = False):
+    def contract(self, signals, traces, p, s, batched: bool = False):
         """See `emit.contract`."""
-        return contract(self.plan, signals, traces, p, batched)
+        return contract(self.plan, signals, traces, p, s, batched)
 
     def step(self, p, s, traces, xs, loss, batched: bool = False):
         """See `emit.step`."""

@@ -23,8 +23,9 @@ from .structure import AxisMap
 
 
 class InputKey(NamedTuple):
-    """A tracked input of the JVP program: `kind` is "param", "state", "synapse" or "projection",
-    `index` the flat parameter / state leaf, or the synapse / projection number."""
+    """A tracked input of the JVP program: `kind` is "param", "state", "synapse", "edge" (a sparse
+    synapse, sparse.py) or "projection", `index` the flat parameter / state leaf, or the number
+    of the synapse / projection."""
     kind: str
     index: int
 
@@ -109,6 +110,7 @@ class Jvp:
     in_deps: Tuple
     raw: Dict                                     # raw parameter tangents: var -> (key, perm)
     projections: Tuple[Projection, ...]           # readouts that may be kept filtered
+    edges: Tuple = ()                             # sparse synapses (sparse.EdgeSynapse)
 
 
 @dataclass(frozen=True, eq=False)
@@ -121,6 +123,10 @@ class Structure:
     uniform: Dict[int, FrozenSet[Hashable]]       # new state leaf -> inputs it carries as c·I
     input_shapes: Dict[InputKey, Tuple[int, ...]]
     input_dtypes: Dict[InputKey, object]
+    edges: Tuple = ()                             # sparse synapses, by key index
+
+    def edge(self, key):
+        return self.edges[key[1]]
 
     @property
     def synapses(self) -> Tuple[Synapse, ...]:

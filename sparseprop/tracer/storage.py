@@ -13,6 +13,7 @@ structure; `emit.py` only calls these methods.
 - `ConvolutionWindow`: a convolution kernel's trace kept as the filtered input ū (convolution.py).
 - `ReadoutFiltered`: a readout's block kept as W · ē, ē the readout-filtered copy of the trace
   of the state it reads (Bellec et al. 2020's κ-filtered eligibility).
+- `PerEdge`: a sparse synapse's block, one entry per synapse that exists (sparse.py).
 """
 from __future__ import annotations
 
@@ -65,6 +66,9 @@ class Storage:
         return [syn for syn in plan.structure.synapses
                 if syn.param == ("param", self.param) and (self.state, syn.key) in values.J]
 
+    def _edges(self, plan, values: StepValues):
+        return [e for e in plan.structure.edges if e.param == self.param and (self.state, e.key) in values.J]
+
     def _previous_terms(self, plan, values: StepValues):
         """(J[a ← b], previous block index of (b, p)) for every previous state b with a trace for p."""
         index = plan.block_index
@@ -93,6 +97,10 @@ class Storage:
                 syn = plan.synapses[key.index]
                 if syn.param == ("param", p):
                     terms.append(f"ψ[{sn[a]}] ⊗ u  (u: the other operand of {pn[p]} at {syn.source})")
+            elif key.kind == "edge":
+                e = plan.structure.edge(key)
+                if e.param == p:
+                    terms.append(f"ψ[{sn[a]}] · dI/d{pn[p]}  (I: the {e.describe()} at {e.source})")
         return f"e[{sn[a]},{pn[p]}] ← " + (" + ".join(terms) if terms else "0")
 
     # -- the learning signal meets the block: Σ_a signal · e, as one einsum
@@ -122,10 +130,14 @@ class PerEntry(Storage):
             parts.append(direct)
         for syn in self._synapses(plan, values):
             parts.append(synapse_block(values.J[(self.state, syn.key)], values.us[syn.key], syn, p_shape))
+        for e in self._edges(plan, values):     # a sparse synapse in a block not stored per edge
+            dense = e.jacobian(values.us[(e.key, "post")], values.us[(e.key, "g")], p_shape)
+            parts.append(jac.compose(values.J[(self.state, e.key)],
+                                     jac.StructJac(dense, (None,) * len(p_shape), p_shape), self.spec))
         total = jac.add(parts, self.spec)
         return self.zeros() if total is None else total.array.astype(self.dtype)
 
-    def contract(self, plan, signal, T, weights, batched: bool):
+    def contract(self, plan, signal, T, context, batched: bool):
         return self._contract_labels(plan, signal, T, batched, state_axes=True)
 
     def full(self, plan, T) -> jac.StructJac:
@@ -181,7 +193,7 @@ class Factorised(Storage):
             total = total + _scalar(psi.array) * row
         return total.astype(self.dtype)
 
-    def contract(self, plan, signal, T, weights, batched: bool):
+    def contract(self, plan, signal, T, context, batched: bool):
         return self._contract_labels(plan, signal, T, batched, state_axes=False)
 
     def full(self, plan, T) -> jac.StructJac:
@@ -207,7 +219,7 @@ class ConvolutionWindow(Storage):
             total = total + _scalar(values.J[(self.state, syn.key)].array) * values.us[syn.key]
         return total.astype(self.dtype)
 
-    def contract(self, plan, signal, T, weights, batched: bool):
+    def contract(self, plan, signal, T, context, batched: bool):
         syn = plan.synapses[self.window]
         return convolution.kernel_gradient(signal, T, syn.params, syn.perm, plan.p_avals[self.param].shape,
                                            syn.out_shape, batched)
@@ -239,16 +251,16 @@ class ReadoutFiltered(Storage):
             total = total + _scalar(own.array) * T
         return total.astype(self.dtype)
 
-    def contract(self, plan, signal, T, weights, batched: bool):
+    def contract(self, plan, signal, T, context, batched: bool):
         # λ_y · (W · ē) = (Wᵀ λ_y) · ē: the signal moves back to b, then meets ē as b's block
         pr = plan.structure.projection(self.via)
         b = pr.source
         zero = jnp.zeros(plan.s_avals[b].shape, plan.s_avals[b].dtype)
 
         def back(lam):
-            return jax.vjp(lambda t: pr.apply(weights[pr.key], t), zero)[1](lam)[0]
+            return jax.vjp(lambda t: pr.apply(context[pr.key], t), zero)[1](lam)[0]
         signal = jax.vmap(back)(signal) if batched else back(signal)
-        return self.source.contract(plan, signal, T, weights, batched)
+        return self.source.contract(plan, signal, T, context, batched)
 
     def full(self, plan, T):
         raise AssertionError("a readout's filtered trace is read by no other state (passes/blocks.py)")
@@ -259,6 +271,51 @@ class ReadoutFiltered(Storage):
         b, p = sn[pr.source], pn[self.param]
         return (f"e[{sn[self.state]},{p}] = W · ē,  ē ← c ⊙ ē + c' ⊙ e[{b},{p}]  (W: the readout matrix "
                 f"of {b} at {source_line(pr.eqn)}, at its current value; ē has the shape of e[{b},{p}])")
+
+
+@dataclass(frozen=True)
+class PerEdge(Storage):
+    """A sparse synapse's block stored at the synapses that exist: e[e] = M[post[e], e] (sparse.py).
+
+    Every Jacobian feeding it is per neuron, so e_t[e] = D_t[post[e]] e_{t-1}[e] + ψ_t[post[e]] g_t[e].
+    """
+    edge: int = 0              # the sparse synapse (structure.edges)
+
+    kind = "per-edge eligibility (one entry per existing synapse)"
+
+    def layout(self) -> tuple:
+        return super().layout() + (self.edge,)
+
+    def update(self, plan, values: StepValues, T):
+        e = plan.structure.edges[self.edge]
+        post = values.us[(e.key, "post")]
+        total = jnp.zeros(self.shape, self.dtype)
+        for J, bi in self._previous_terms(plan, values):
+            total = total + _at(J.array, post) * values.previous[bi]
+        psi = values.J.get((self.state, e.key))
+        if psi is not None:
+            total = total + _at(psi.array, post) * values.us[(e.key, "g")]
+        return total.astype(self.dtype)
+
+    def contract(self, plan, signal, T, context, batched: bool):
+        e = plan.structure.edges[self.edge]
+        post = context[e.key]
+        per_edge = jnp.sum(_at(signal, post, axis=1) * T, axis=0) if batched else _at(signal, post) * T
+        return e.gradient(per_edge, plan.p_avals[self.param].shape)
+
+    def full(self, plan, T):
+        raise AssertionError("a per-edge block is read by per-edge blocks only (passes/blocks.py)")
+
+    def rule(self, plan) -> str:
+        e = plan.structure.edges[self.edge]
+        sn, pn = plan.state_names, plan.param_names
+        return (f"e[{sn[self.state]},{pn[self.param]}][s] ← D[post[s]] ⊙ e[s] + ψ[post[s]] · g[s]  "
+                f"(s: one of the {e.nnz} synapses of the {e.form} at {e.source}; g: its presynaptic value)")
+
+
+def _at(x, post, axis=0):
+    """x at each synapse's neuron; a synapse JAX drops (index out of range) reads zero."""
+    return jnp.take(x, post, axis=axis, mode="fill", fill_value=0)
 
 
 def synapse_block(psi: jac.StructJac, u, syn: Synapse, p_shape) -> jac.StructJac:
@@ -292,4 +349,4 @@ def _scalar(x):
 
 
 __all__ = ["Storage", "PerEntry", "Diagonal", "SharedParameter", "Synaptic", "Dense", "Factorised",
-           "ConvolutionWindow", "ReadoutFiltered", "per_entry", "synapse_block", "StepValues"]
+           "ConvolutionWindow", "ReadoutFiltered", "PerEdge", "per_entry", "synapse_block", "StepValues"]

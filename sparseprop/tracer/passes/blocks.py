@@ -17,7 +17,7 @@ from .. import convolution
 from .. import jacobian as jac
 from ..jaxpr_util import equation_at
 from ..records import InputKey, Step, Structure, nbytes
-from ..storage import ConvolutionWindow, Factorised, ReadoutFiltered, Storage, per_entry
+from ..storage import ConvolutionWindow, Factorised, PerEdge, ReadoutFiltered, Storage, per_entry
 from ..structure import AxisMap, compose_maps, identity_map, merge_maps
 
 # Above this many bytes of dense trace per example, building a program warns.
@@ -43,6 +43,7 @@ def plan_blocks(step: Step, method, structure: Structure):
     specs = dict(sorted(kept.items()))
     factorised = _factorisable(step, structure, specs)
     windows = _convolution_windows(step, structure, specs, factorised)
+    edges = _per_edge(step, structure, specs)
     blocks = []
     for (a, pj), spec in specs.items():
         dtype = jnp.result_type(step.s_avals[a].dtype, step.p_avals[pj].dtype)
@@ -53,6 +54,8 @@ def plan_blocks(step: Step, method, structure: Structure):
             syn = structure.synapses[windows[(a, pj)]]
             shape = tuple(equation_at(structure.jaxpr, syn.path).invars[0].aval.shape)
             blocks.append(ConvolutionWindow(a, pj, spec, shape, dtype, window=windows[(a, pj)]))
+        elif (a, pj) in edges:
+            blocks.append(PerEdge(a, pj, spec, (structure.edges[edges[(a, pj)]].nnz,), dtype, edge=edges[(a, pj)]))
         else:
             blocks.append(per_entry(a, pj, spec, jac.stored_shape(step.s_avals[a].shape, spec, p_shape),
                                     dtype, p_shape))
@@ -71,6 +74,10 @@ def _direct_maps(step: Step, structure: Structure) -> Dict[Key, AxisMap]:
                 syn = structure.synapses[key.index]
                 pm = compose_maps(m, _synapse_param_map(syn, structure.input_shapes[InputKey(*syn.param)]))
                 direct[(a, syn.param[1])] = merge_maps(direct.get((a, syn.param[1])), pm)
+            elif key.kind == "edge":     # a sparse synapse: edge s reaches neuron post[s], not a fixed axis
+                e = structure.edge(key)
+                free = (None,) * len(step.p_avals[e.param].shape)
+                direct[(a, e.param)] = merge_maps(direct.get((a, e.param)), free)
     return direct
 
 
@@ -162,6 +169,39 @@ def _convolution_windows(step: Step, structure: Structure, specs, factorised) ->
         changed = False
         for (a, pj) in list(ok):
             if not all((b, pj) in ok for b, _ in structure.state_inputs(a) if (b, pj) in specs):
+                del ok[(a, pj)]
+                changed = True
+    return ok
+
+
+def _per_edge(step: Step, structure: Structure, specs) -> Dict[Key, int]:
+    """Blocks of a sparse synapse's weights stored per edge (storage.PerEdge, sparse.py).
+
+    Holds when the weights enter the network through that one sparse synapse only, the state has
+    the synapse's output shape (one axis of neurons), every Jacobian between such states is per neuron,
+    and the post indices can be recomputed from parameters and state (for the learning signal).
+    Per-edge blocks feed and are read by per-edge blocks only (a fixed point).
+    """
+    ok = {}
+    for (a, pj) in specs:
+        edges = [k for k, e in enumerate(structure.edges) if e.param == pj]
+        if len(edges) != 1:
+            continue
+        e, deps = structure.edges[edges[0]], structure.jmap[a]
+        if (("param", pj) in deps or any(key.kind == "synapse" and structure.synapses[key.index].param == ("param", pj)
+                                         for key in deps)
+                or tuple(step.s_avals[a].shape) != e.out_shape or deps.get(e.key, (0,)) != (0,)
+                or (e.index_var is None and e.rows is None)):
+            continue
+        ok[(a, pj)] = edges[0]
+    changed = True
+    while changed:
+        changed = False
+        for (a, pj) in list(ok):
+            feeds = [(b, m) for b, m in structure.state_inputs(a) if (b, pj) in specs]
+            readers = [c for c in step.diff_states if (c, pj) in specs and ("state", a) in structure.jmap[c]]
+            if (any(m != (0,) or (b, pj) not in ok for b, m in feeds)
+                    or any((c, pj) not in ok for c in readers)):
                 del ok[(a, pj)]
                 changed = True
     return ok

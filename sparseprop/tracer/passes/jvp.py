@@ -11,6 +11,7 @@ from ..analysis import NEURON_AXIS
 from ..errors import TracerError, source_line
 from ..jaxpr_util import all_equations, live_program
 from ..records import Cuts, InputKey, Jvp, Projection, Step
+from ..sparse import check_constant_indices, find_edge_synapses
 from ..structure import identity_map
 from .cuts import cut_state
 
@@ -52,7 +53,10 @@ def trace_jvp(step: Step, cuts: Cuts) -> Jvp:
     in_deps += [{("state", i): identity_map(len(s[i].shape))} for i in S]
     dp_vars = jx.invars[n_in: n_in + len(p)]
     raw = {v: (("param", j), identity_map(len(p[j].shape))) for j, v in enumerate(dp_vars)}
-    return Jvp(closed, tuple(in_deps), raw, find_projections(jx, S, len(p)))
+    edges = find_edge_synapses(closed, len(p), len(s), len(xs))
+    for edge in edges:
+        check_constant_indices(edge, closed)
+    return Jvp(closed, tuple(in_deps), raw, find_projections(jx, S, len(p)), edges)
 
 
 def find_projections(jx, S, n_params) -> Tuple[Projection, ...]:

@@ -13,7 +13,8 @@ def analyse_structure(step: Step, jvp: Jvp, projections: Tuple[Projection, ...])
     """Walk the JVP program with `projections` standing for tracked inputs of their own."""
     jx = jvp.closed.jaxpr
     analysis = analyse(jx, list(jvp.in_deps), mode="jacobian", raw=jvp.raw,
-                       projections={pr.path: pr.key for pr in projections})
+                       projections={**{pr.path: pr.key for pr in projections},
+                                    **{e.path: e.key for e in jvp.edges}})
     S = step.diff_states
     n = len(S)
     jmap = {a: {InputKey(*key): m for key, m in d.items()} for a, d in zip(S, analysis.outputs[n: 2 * n])}
@@ -29,4 +30,7 @@ def analyse_structure(step: Step, jvp: Jvp, projections: Tuple[Projection, ...])
     for syn in analysis.synapses:
         key = InputKey(*syn.key)
         shapes[key], dtypes[key] = tuple(syn.out_shape), equation_at(jx, syn.path).outvars[0].aval.dtype
-    return Structure(jx, analysis, tuple(projections), jmap, uniform, shapes, dtypes)
+    for edge in jvp.edges:
+        shapes[edge.key] = edge.out_shape
+        dtypes[edge.key] = equation_at(jx, edge.path).outvars[0].aval.dtype
+    return Structure(jx, analysis, tuple(projections), jmap, uniform, shapes, dtypes, jvp.edges)

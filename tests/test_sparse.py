@@ -1,0 +1,162 @@
+"""Sparse synapses (edge lists, BCOO weights, dense weights times a constant mask): traces one per
+synapse that exists, gradients equal BPTT (float64, neurons spiking)."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax.experimental import sparse
+
+import sparseprop as sp
+from reference import assert_matches_bptt, bptt, max_relative_error, mse
+
+N, M, O = 12, 9, 3
+sg = jax.lax.stop_gradient
+
+
+def _edges(seed, n_post, n_pre, density, no_self=False):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((n_post, n_pre)) < density
+    if no_self:
+        np.fill_diagonal(mask, False)
+    post, pre = np.nonzero(mask)
+    return jnp.asarray(post), jnp.asarray(pre)
+
+
+POST_IN, PRE_IN = _edges(0, N, M, 0.35)
+POST_REC, PRE_REC = _edges(1, N, N, 0.25, no_self=True)
+
+
+def sparse_alif(cut=lambda z: z, form="segment_sum"):
+    """Recurrent ALIF with sparse input and recurrent synapses (edge lists) and a leaky readout."""
+    def synapses(w, u, pre, post):
+        if form == "segment_sum":
+            return jax.ops.segment_sum(w * u[pre], post, num_segments=N)
+        return jnp.zeros(N, u.dtype).at[post].add(w * u[pre])
+
+    def model(p, s, x):
+        a = 0.9 * s["a"] + s["z"]
+        i = synapses(p["w_in"], x, PRE_IN, POST_IN) + synapses(p["w_rec"], cut(s["z"]), PRE_REC, POST_REC)
+        v = p["alpha"] * s["v"] + i - sg(s["z"])
+        z = sp.spike(v - 1.0 - p["beta"] * a)
+        y = 0.8 * s["y"] + p["w_out"] @ z
+        return {"v": v, "a": a, "z": z, "y": y}, y
+    return model
+
+
+def _params(seed=0):
+    k = jax.random.split(jax.random.PRNGKey(seed), 3)
+    return {"alpha": jnp.linspace(0.8, 0.95, N), "beta": jnp.linspace(0.1, 0.4, N),
+            "w_in": 2.0 * jax.random.normal(k[0], (POST_IN.size,)),
+            "w_rec": 0.6 * jax.random.normal(k[1], (POST_REC.size,)),
+            "w_out": jax.random.normal(k[2], (O, N))}
+
+
+def _state():
+    return {"v": jnp.zeros(N), "a": jnp.zeros(N), "z": jnp.zeros(N), "y": jnp.zeros(O)}
+
+
+def _inputs(T=30, seed=5):
+    k = jax.random.split(jax.random.PRNGKey(seed), 2)
+    return jax.random.uniform(k[0], (T, M), maxval=1.5), jax.random.normal(k[1], (T, O))
+
+
+def _spikes(ys, states):
+    return jnp.sum(states["z"])
+
+
+@pytest.mark.parametrize("form", ["segment_sum", "at_add"])
+def test_sparse_exact_equals_bptt(form):
+    xs, ts = _inputs()
+    assert_matches_bptt(sparse_alif(form=form), mse, _params(), _state(), xs, ts, spikes=_spikes)
+
+
+@pytest.mark.parametrize("form", ["segment_sum", "at_add"])
+def test_sparse_eprop_equals_its_stop_gradient_twin_and_stores_one_trace_per_synapse(form):
+    xs, ts = _inputs()
+    learner, _, _, _ = assert_matches_bptt(sparse_alif(form=form), mse, _params(), _state(), xs, ts,
+                                           method="eprop", twin=sparse_alif(sg, form), spikes=_spikes)
+    report = learner.explain(_params(), _state(), xs[0], print_report=False)
+    per_edge = {(b.state, b.param): b for b in report.blocks if b.kind.startswith("per-edge")}
+    for name, nnz in (("params['w_in']", POST_IN.size), ("params['w_rec']", POST_REC.size)):
+        blocks = [b for (state, param), b in per_edge.items() if param == name]
+        assert blocks and all(b.shape == (nnz,) and b.nbytes == 8 * nnz for b in blocks)
+    assert all(b.kind != "dense" for b in report.blocks)
+
+
+def test_trace_bytes_are_proportional_to_the_number_of_synapses():
+    xs, _ = _inputs(T=1)
+    sizes = []
+    for density in (0.1, 0.3, 0.6):
+        post, pre = _edges(7, N, M, density)
+
+        def model(p, s, x, post=post, pre=pre):
+            v = 0.9 * s["v"] + jax.ops.segment_sum(p["w"] * x[pre], post, num_segments=N) - sg(s["z"])
+            z = sp.spike(v - 1.0)
+            return {"v": v, "z": z}, v
+        plan = sp.online_grad(model, mse, "eprop").plan({"w": jnp.ones(post.size)},
+                                                        {"v": jnp.zeros(N), "z": jnp.zeros(N)}, xs[0])
+        (w_block,) = [b for b in plan.blocks if b.state == 0]
+        sizes.append((post.size, w_block.nbytes))
+    assert all(nbytes == 8 * nnz for nnz, nbytes in sizes)
+
+
+def bcoo_lif(indices):
+    def model(p, s, x):
+        W = sparse.BCOO((p["w"], indices), shape=(N, M))
+        v = p["alpha"] * s["v"] + W @ x - sg(s["z"])
+        z = sp.spike(v - 1.0)
+        return {"v": v, "z": z}, p["w_out"] @ z
+    return model
+
+
+def test_bcoo_weights_are_per_edge_and_exact():
+    indices = jnp.stack([POST_IN, PRE_IN], axis=1)
+    params = {"alpha": jnp.linspace(0.8, 0.95, N), "w": 2.0 * jax.random.normal(jax.random.PRNGKey(2), (POST_IN.size,)),
+              "w_out": jax.random.normal(jax.random.PRNGKey(3), (O, N))}
+    state = {"v": jnp.zeros(N), "z": jnp.zeros(N)}
+    xs, ts = _inputs()
+    learner, _, _, _ = assert_matches_bptt(bcoo_lif(indices), mse, params, state, xs, ts, spikes=_spikes)
+    (w_block,) = [b for b in learner.plan(params, state, xs[0]).blocks if b.param == 1]
+    assert w_block.kind.startswith("per-edge") and w_block.shape == (POST_IN.size,)
+
+
+def test_masked_dense_weight_is_per_edge_with_a_dense_gradient():
+    mask = jnp.asarray(np.random.default_rng(4).random((N, M)) < 0.3, jnp.float64)
+
+    def model(p, s, x):
+        v = p["alpha"] * s["v"] + (p["w"] * mask) @ x - sg(s["z"])
+        z = sp.spike(v - 1.0)
+        return {"v": v, "z": z}, p["w_out"] @ z
+    params = {"alpha": jnp.linspace(0.8, 0.95, N), "w": 3.0 * jax.random.normal(jax.random.PRNGKey(2), (N, M)),
+              "w_out": jax.random.normal(jax.random.PRNGKey(3), (O, N))}
+    state = {"v": jnp.zeros(N), "z": jnp.zeros(N)}
+    xs, ts = _inputs()
+    learner, total, _, _ = assert_matches_bptt(model, mse, params, state, xs, ts, spikes=_spikes)
+    assert float(jnp.max(jnp.abs(total.grads["w"] * (1 - mask)))) == 0.0
+    (w_block,) = [b for b in learner.plan(params, state, xs[0]).blocks if b.param == 1]
+    assert w_block.kind.startswith("per-edge") and w_block.shape == (int(mask.sum()),)
+
+
+def test_duplicate_edges_are_summed_and_exact():
+    post = jnp.concatenate([POST_IN, POST_IN[:3]])
+    pre = jnp.concatenate([PRE_IN, PRE_IN[:3]])
+
+    def model(p, s, x):
+        v = p["alpha"] * s["v"] + jax.ops.segment_sum(p["w"] * x[pre], post, num_segments=N) - sg(s["z"])
+        z = sp.spike(v - 1.0)
+        return {"v": v, "z": z}, p["w_out"] @ z
+    params = {"alpha": jnp.linspace(0.8, 0.95, N), "w": 2.0 * jax.random.normal(jax.random.PRNGKey(2), (post.size,)),
+              "w_out": jax.random.normal(jax.random.PRNGKey(3), (O, N))}
+    xs, ts = _inputs()
+    assert_matches_bptt(model, mse, params, {"v": jnp.zeros(N), "z": jnp.zeros(N)}, xs, ts, spikes=_spikes)
+
+
+def test_constant_indices_out_of_range_are_a_clear_error():
+    post = POST_IN.at[0].set(N + 2)
+
+    def model(p, s, x):
+        v = 0.9 * s + jax.ops.segment_sum(p["w"] * x[PRE_IN], post, num_segments=N)
+        return v, v
+    learner = sp.online_grad(model, mse)
+    with pytest.raises(sp.TracerError, match=r"test_sparse.py.*out of range"):
+        learner.init({"w": jnp.ones(post.size)}, jnp.zeros(N), jnp.zeros(M))
