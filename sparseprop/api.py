@@ -320,6 +320,44 @@ class OnlineLearner:
                              jax.tree_util.tree_leaves(params), jax.tree_util.tree_leaves(carry.state))
         return jax.tree_util.tree_unflatten(prog.plan.step.p_def, grads)
 
+    def reset_traces(self, params, carry: Carry, restart) -> Carry:
+        """Restart the eligibility traces of some parameter entries at zero (e.g. synapses that
+        deep rewiring, Bellec et al. 2018, removed and drew anew: a new synapse has no history).
+
+        **Arguments:**
+
+        - `params`: the parameters (for the program's shapes).
+        - `carry`: a carry of this learner (from `init`, `init_batch` or a step).
+        - `restart`: a pytree with the structure of `params` whose leaves are boolean arrays of
+          the parameter's shape (True: that entry's traces restart) or None (none restarts).
+
+        **Returns:**
+
+        The carry with those traces set to zero; the state is unchanged.
+
+        **Raises:**
+
+        `ValueError` when the carry has no traces, `restart` does not have the parameters'
+        structure or shapes, or a trace shares one entry between entries that `restart`
+        separates (a factorised trace).
+        """
+        check_carry(carry, Carry)
+        if carry.traces is None:
+            raise ValueError("carry has no traces yet: call init(params, state0, x) or take a step first")
+        prog = self._any_program(params, carry)
+        try:
+            leaves = jax.tree_util.tree_structure(params).flatten_up_to(restart)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"restart must have the structure of params (a boolean array or None per "
+                             f"parameter leaf): {e}") from None
+        for name, where, aval in zip(prog.plan.param_names, leaves, prog.plan.p_avals):
+            if where is not None and np.shape(where) != tuple(aval.shape):
+                raise ValueError(f"restart for {name} has shape {np.shape(where)}; the parameter has "
+                                 f"shape {tuple(aval.shape)}")
+        from .tracer.emit import reset_traces
+        traces = reset_traces(prog.plan, tuple(carry.traces), leaves)
+        return carry._replace(traces=self._traces(prog, traces))
+
     def eligibility(self, params, carry: Carry):
         """The eligibility traces, named: `{(state leaf, parameter leaf): (kind, array)}`.
 

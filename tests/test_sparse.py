@@ -160,3 +160,75 @@ def test_constant_indices_out_of_range_are_a_clear_error():
     learner = sp.online_grad(model, mse)
     with pytest.raises(sp.TracerError, match=r"test_sparse.py.*out of range"):
         learner.init({"w": jnp.ones(post.size)}, jnp.zeros(N), jnp.zeros(M))
+
+
+# ------------------------------------------------------------------ rewiring while learning
+def rewired_alif(cut=lambda z: z):
+    """Sparse recurrent ALIF whose recurrent edge list is carried in the state (integers)."""
+    def model(p, s, x):
+        a = 0.9 * s["a"] + s["z"]
+        i = jax.ops.segment_sum(p["w_in"] * x[PRE_IN], POST_IN, num_segments=N)
+        i = i + jax.ops.segment_sum(p["w_rec"] * cut(s["z"])[s["pre"]], s["post"], num_segments=N)
+        v = p["alpha"] * s["v"] + i - sg(s["z"])
+        z = sp.spike(v - 1.0 - p["beta"] * a)
+        y = 0.8 * s["y"] + p["w_out"] @ z
+        return {**s, "v": v, "a": a, "z": z, "y": y}, y
+    return model
+
+
+@pytest.mark.parametrize("method", ["exact", "eprop"])
+def test_gradients_stay_equal_to_bptt_across_a_rewiring_step(method):
+    """Deep rewiring (Bellec et al. 2018): between two stretches of a stream some recurrent synapses
+    are moved to new (pre, post) pairs with new weights, and their traces restart at zero. Every
+    surviving synapse's gradient equals BPTT through both stretches; a rewired one's equals BPTT of
+    the second stretch only (its new weight did not exist before)."""
+    model = rewired_alif() if method == "exact" else rewired_alif(sg)
+    twin = rewired_alif()
+    params = _params()
+    state0 = {**_state(), "pre": PRE_REC, "post": POST_REC}
+    xs, ts = _inputs(T=40)
+    T1 = 20
+    moved = jnp.arange(POST_REC.size) % 5 == 0
+    rng = np.random.default_rng(3)
+    new_pre = jnp.where(moved, jnp.asarray(rng.integers(0, N, POST_REC.size)), PRE_REC)
+    new_post = jnp.where(moved, jnp.asarray(rng.integers(0, N, POST_REC.size)), POST_REC)
+    new_w = jnp.where(moved, 0.5 * jnp.asarray(rng.standard_normal(POST_REC.size)), params["w_rec"])
+    params2 = {**params, "w_rec": new_w}
+
+    learner = sp.online_grad(model, mse, method=method)
+    carry, first = learner.run(params, learner.init(params, state0, xs[0]), xs[:T1], ts[:T1])
+    carry = carry._replace(state={**carry.state, "pre": new_pre, "post": new_post})
+    restart = {k: (moved if k == "w_rec" else None) for k in params}
+    carry = learner.reset_traces(params2, carry, restart)
+    _, second = learner.run(params2, carry, xs[T1:], ts[T1:])
+
+    def total(p):      # BPTT of the same stream; a rewired weight exists in the second stretch only
+        p1 = {**p, "w_rec": jnp.where(moved, sg(params["w_rec"]), p["w_rec"])}
+        ref_model = twin if method == "exact" else model
+        def seg(p_, s, xs_, ts_):
+            def body(s, inp):
+                s, y = ref_model(p_, s, inp[0])
+                return s, mse(y, inp[1])
+            return jax.lax.scan(body, s, (xs_, ts_))
+        s, l1 = seg(p1, state0, xs[:T1], ts[:T1])
+        s = {**s, "pre": new_pre, "post": new_post}
+        _, l2 = seg(p, s, xs[T1:], ts[T1:])
+        return jnp.sum(l1) + jnp.sum(l2)
+    grads = jax.grad(total)(params2)
+    online = jax.tree_util.tree_map(lambda a, b: a + b, first.grads, second.grads)
+    online["w_rec"] = jnp.where(moved, second.grads["w_rec"], online["w_rec"])
+    zs = jax.lax.scan(lambda s, x: (model(params, s, x)[0],) * 2, state0, xs)[1]["z"]
+    assert float(jnp.sum(zs)) > 0
+    assert max_relative_error(online, grads) <= 1e-9
+    if method == "eprop":
+        kinds = {b.kind for b in learner.explain(params, state0, xs[0], print_report=False).blocks
+                 if b.param == "params['w_rec']" and b.state != "state['y']"}
+        assert kinds == {"per-edge eligibility (one entry per existing synapse)"}
+
+
+def test_reset_traces_refuses_bad_input():
+    learner = sp.online_grad(sparse_alif(sg), mse, "eprop")
+    params, xs = _params(), _inputs(T=2)[0]
+    carry = learner.init(params, _state(), xs[0])
+    with pytest.raises(ValueError, match=r"restart for params\['w_in'\] has shape \(3,\)"):
+        learner.reset_traces(params, carry, {**{k: None for k in params}, "w_in": jnp.zeros(3, bool)})

@@ -216,6 +216,29 @@ def contract(plan: Plan, signals, traces, p, s, batched: bool = False):
     return grads
 
 
+def reset_traces(plan: Plan, traces, restart):
+    """Traces with the entries of the parameter entries flagged in `restart` set to zero.
+
+    **Arguments:**
+
+    - `traces`: the trace blocks (optionally with leading batch axes).
+    - `restart`: one boolean array per parameter leaf (its shape) or None (nothing restarts).
+
+    **Returns:**
+
+    The new traces.
+    """
+    out = []
+    for blk, T in zip(plan.blocks, traces):
+        where = restart[blk.param]
+        if where is None:
+            out.append(T)
+            continue
+        keep = 1 - jnp.asarray(where, T.dtype).reshape(plan.step.p_avals[blk.param].shape)
+        out.append(T * blk.keep_mask(plan, keep))
+    return tuple(out)
+
+
 def output_from_new_state(plan: Plan, p, s_new, s_prev, xs):
     """The model's output with its new-state values taken from `s_new` (passes/signal.py)."""
     step = plan.step

@@ -82,6 +82,34 @@ class Storage:
             total = total + _scalar(J.array) * values.previous[bi]
         return total
 
+    def keep_mask(self, plan, keep):
+        """A 0/1 array that zeroes the stored entries of the parameter entries where `keep` is 0
+        (`keep` has the parameter's shape), broadcastable against the stored block.
+
+        **Raises:**
+
+        `ValueError` where the storage shares one entry between parameter entries that `keep`
+        separates (a factorised or filtered-input trace).
+        """
+        fresh = jac.Labels()
+        p_labels = [fresh() for _ in plan.p_avals[self.param].shape]
+        a_labels = [fresh() for _ in plan.s_avals[self.state].shape]
+        for k, j in enumerate(self.spec):
+            if j is not None:
+                a_labels[j] = p_labels[k]
+        stored = (list(a_labels) if not self.factorised else []) + [p_labels[k] for k, j in enumerate(self.spec)
+                                                                   if j is None]
+        if self.factorised and any(j is not None for j in self.spec):
+            matched = tuple(k for k, j in enumerate(self.spec) if j is not None)
+            if not bool(jnp.all(keep == jnp.min(keep, axis=matched, keepdims=True))):
+                raise ValueError(
+                    f"the trace d{plan.state_names[self.state]}/d{plan.param_names[self.param]} is stored "
+                    f"factorised (one entry shared by every neuron), so single synapses cannot restart; "
+                    f"reset whole columns, or use a per-neuron leak")
+            keep = jnp.min(keep, axis=matched)
+            return keep
+        return jac.einsum([jnp.ones(self.shape, keep.dtype), keep], [stored, p_labels], stored)
+
     def rule(self, plan) -> str:
         """The update rule in words, with the user's names."""
         sn, pn = plan.state_names, plan.param_names
@@ -219,6 +247,13 @@ class ConvolutionWindow(Storage):
             total = total + _scalar(values.J[(self.state, syn.key)].array) * values.us[syn.key]
         return total.astype(self.dtype)
 
+    def keep_mask(self, plan, keep):
+        if not bool(jnp.all(keep == 1)):
+            raise ValueError(f"the kernel trace d{plan.state_names[self.state]}/d{plan.param_names[self.param]} "
+                             f"is stored as one filtered input shared by every kernel entry: it cannot "
+                             f"restart for single entries")
+        return jnp.ones((), keep.dtype)
+
     def contract(self, plan, signal, T, context, batched: bool):
         syn = plan.synapses[self.window]
         return convolution.kernel_gradient(signal, T, syn.params, syn.perm, plan.p_avals[self.param].shape,
@@ -265,6 +300,9 @@ class ReadoutFiltered(Storage):
     def full(self, plan, T):
         raise AssertionError("a readout's filtered trace is read by no other state (passes/blocks.py)")
 
+    def keep_mask(self, plan, keep):
+        return self.source.keep_mask(plan, keep)
+
     def rule(self, plan) -> str:
         sn, pn = plan.state_names, plan.param_names
         pr = plan.structure.projection(self.via)
@@ -305,6 +343,10 @@ class PerEdge(Storage):
 
     def full(self, plan, T):
         raise AssertionError("a per-edge block is read by per-edge blocks only (passes/blocks.py)")
+
+    def keep_mask(self, plan, keep):
+        e = plan.structure.edges[self.edge]
+        return keep[e.rows, e.cols] if e.form == "masked dense" else keep.reshape(-1)
 
     def rule(self, plan) -> str:
         e = plan.structure.edges[self.edge]
