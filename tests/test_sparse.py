@@ -232,3 +232,79 @@ def test_reset_traces_refuses_bad_input():
     carry = learner.init(params, _state(), xs[0])
     with pytest.raises(ValueError, match=r"restart for params\['w_in'\] has shape \(3,\)"):
         learner.reset_traces(params, carry, {**{k: None for k in params}, "w_in": jnp.zeros(3, bool)})
+
+
+# ------------------------------------------- a hand-written sparse e-prop (Bellec et al. 2020)
+THR, BETA, RHO, DAMP = 1.0, 1.7, 0.96, 0.3
+TRIANGLE = sp.surrogates.Triangle(scale=DAMP)
+
+
+def bellec_sparse_model(p, s, x):
+    """Recurrent ALIF with sparse input and recurrent edge lists and a leaky readout (per-unit κ)."""
+    v, a, z, y = s
+    a = RHO * a + z
+    i = jax.ops.segment_sum(p["w_in"] * x[PRE_IN], POST_IN, num_segments=N)
+    i = i + jax.ops.segment_sum(p["w_rec"] * z[PRE_REC], POST_REC, num_segments=N)
+    v = p["alpha"] * v + i - sg(z) * THR
+    z = TRIANGLE((v - THR - BETA * a) / THR)
+    y = p["kappa"] * y + p["w_out"] @ z
+    return (v, a, z, y), y
+
+
+def hand_written_sparse_eprop(p, xs, targets):
+    """e-prop from the paper's equations, one eligibility per existing synapse (float64 numpy)."""
+    p = {k: np.asarray(v, np.float64) for k, v in p.items()}
+    edges = {"w_in": (np.asarray(PRE_IN), np.asarray(POST_IN)), "w_rec": (np.asarray(PRE_REC), np.asarray(POST_REC))}
+    alpha, kappa, w_out = p["alpha"], p["kappa"], p["w_out"]
+    k = kappa.size
+    v, a, z, y = np.zeros(N), np.zeros(N), np.zeros(N), np.zeros(k)
+    ev = {name: np.zeros(pre.size) for name, (pre, _) in edges.items()}
+    ea = {name: np.zeros(pre.size) for name, (pre, _) in edges.items()}
+    e_prev = {name: np.zeros(pre.size) for name, (pre, _) in edges.items()}
+    ebar = {name: np.zeros((k, pre.size)) for name, (pre, _) in edges.items()}
+    grads = {name: np.zeros(pre.size) for name, (pre, _) in edges.items()}
+    for x, target in zip(np.asarray(xs), np.asarray(targets)):
+        presyn = {"w_in": x, "w_rec": z}
+        for name, (pre, post) in edges.items():
+            ea[name] = RHO * ea[name] + e_prev[name]
+            ev[name] = alpha[post] * ev[name] + presyn[name][pre]
+        a = RHO * a + z
+        i = np.zeros(N)
+        for name, (pre, post) in edges.items():
+            np.add.at(i, post, p[name] * presyn[name][pre])
+        v = alpha * v + i - z * THR
+        u = (v - THR - BETA * a) / THR
+        z = (u > 0).astype(np.float64)
+        psi = DAMP / THR * np.maximum(0.0, 1.0 - np.abs(u))
+        y = kappa * y + w_out @ z
+        err = y - target
+        for name, (pre, post) in edges.items():
+            e = psi[post] * (ev[name] - BETA * ea[name])
+            e_prev[name] = e
+            ebar[name] = kappa[:, None] * ebar[name] + e[None]
+            grads[name] += np.einsum("ks,ks->s", w_out[:, post] * err[:, None], ebar[name])
+    return grads
+
+
+def test_sparse_eprop_equals_hand_written_bellec():
+    params = {**{k: v for k, v in _params().items() if k in ("alpha", "w_in", "w_out")},
+              "w_rec": 0.6 * jax.random.normal(jax.random.PRNGKey(8), (POST_REC.size,)),
+              "kappa": jnp.linspace(0.7, 0.9, O)}
+    params["w_in"] = 1.6 * params["w_in"]
+    state0 = (jnp.zeros(N), jnp.zeros(N), jnp.zeros(N), jnp.zeros(O))
+    xs, ts = _inputs(T=40)
+    learner = sp.online_grad(bellec_sparse_model, mse, method="eprop")
+    _, total = jax.jit(learner.run)(params, learner.init(params, state0, xs[0]), xs, ts)
+    zs = jax.lax.scan(lambda s, x: (bellec_sparse_model(params, s, x)[0],) * 2, state0, xs)[1][2]
+    assert float(jnp.sum(zs)) > 20
+    reference = hand_written_sparse_eprop(params, xs, ts)
+    # the tests' mse is Σ_k (y − y*)²; the hand-written program uses E = ½ Σ_k (y − y*)²
+    for name in ("w_in", "w_rec"):
+        assert max_relative_error(total.grads[name], 2 * reference[name]) <= 1e-9
+    # one eligibility per synapse for the hidden neurons; with a per-unit κ, one ē per readout
+    # unit and synapse, as in the paper's program
+    for b in learner.explain(params, state0, xs[0], print_report=False).blocks:
+        nnz = {"params['w_in']": POST_IN.size, "params['w_rec']": POST_REC.size}.get(b.param)
+        if nnz is not None:
+            assert (b.kind, b.shape) == (("dense", (O, nnz)) if b.state == "state[3]" else
+                                         ("per-edge eligibility (one entry per existing synapse)", (nnz,)))

@@ -75,6 +75,10 @@ class Storage:
         return [(J, index[(key[1], self.param)]) for (a, key), J in values.J.items()
                 if a == self.state and key[0] == "state" and (key[1], self.param) in index]
 
+    def read_by(self, plan, values: StepValues, J: jac.StructJac, T, spec) -> jac.StructJac:
+        """J · (this block) stored with `spec`: a block of another state that reads this one."""
+        return jac.compose(J, self.full(plan, T), spec)
+
     def _scaled_previous(self, plan, values: StepValues):
         """Σ_b c_b · ū[b, p]_{t-1} where every Jacobian is c_b · I (uniformity.py)."""
         total = jnp.zeros(self.shape, self.dtype)
@@ -151,7 +155,7 @@ class PerEntry(Storage):
 
     def update(self, plan, values: StepValues, T):
         p_shape = plan.p_avals[self.param].shape
-        parts = [jac.compose(J, plan.blocks[bi].full(plan, values.previous[bi]), self.spec)
+        parts = [plan.blocks[bi].read_by(plan, values, J, values.previous[bi], self.spec)
                  for J, bi in self._previous_terms(plan, values)]
         direct = values.J.get((self.state, ("param", self.param)))
         if direct is not None:
@@ -341,8 +345,19 @@ class PerEdge(Storage):
         per_edge = jnp.sum(_at(signal, post, axis=1) * T, axis=0) if batched else _at(signal, post) * T
         return e.gradient(per_edge, plan.p_avals[self.param].shape)
 
+    def read_by(self, plan, values: StepValues, J: jac.StructJac, T, spec) -> jac.StructJac:
+        # (J · e)[α, s] = J[α, post[s]] e[s]: a gather along the neuron axis, never an (n, nnz) array
+        e = plan.structure.edges[self.edge]
+        p_shape = plan.p_avals[self.param].shape
+        dense_j = jac.respec(J, (None,) * len(J.in_shape)).array
+        per_edge = _at(dense_j, values.us[(e.key, "post")], axis=-1) * T
+        if e.form == "masked dense":
+            lead = per_edge.shape[:-1]
+            per_edge = jnp.zeros(lead + tuple(p_shape), per_edge.dtype).at[..., e.rows, e.cols].add(per_edge)
+        return jac.respec(jac.StructJac(per_edge, (None,) * len(p_shape), p_shape), spec)
+
     def full(self, plan, T):
-        raise AssertionError("a per-edge block is read by per-edge blocks only (passes/blocks.py)")
+        raise AssertionError("a per-edge block is read through read_by (a gather), never expanded")
 
     def keep_mask(self, plan, keep):
         e = plan.structure.edges[self.edge]

@@ -180,7 +180,7 @@ def _per_edge(step: Step, structure: Structure, specs) -> Dict[Key, int]:
     Holds when the weights enter the network through that one sparse synapse only, the state has
     the synapse's output shape (one axis of neurons), every Jacobian between such states is per neuron,
     and the post indices can be recomputed from parameters and state (for the learning signal).
-    Per-edge blocks feed and are read by per-edge blocks only (a fixed point).
+    A per-edge block is fed by per-edge blocks only (a fixed point); any block may read one.
     """
     ok = {}
     for (a, pj) in specs:
@@ -199,9 +199,7 @@ def _per_edge(step: Step, structure: Structure, specs) -> Dict[Key, int]:
         changed = False
         for (a, pj) in list(ok):
             feeds = [(b, m) for b, m in structure.state_inputs(a) if (b, pj) in specs]
-            readers = [c for c in step.diff_states if (c, pj) in specs and ("state", a) in structure.jmap[c]]
-            if (any(m != (0,) or (b, pj) not in ok for b, m in feeds)
-                    or any((c, pj) not in ok for c in readers)):
+            if any(m != (0,) or (b, pj) not in ok for b, m in feeds):
                 del ok[(a, pj)]
                 changed = True
     return ok
