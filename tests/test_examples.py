@@ -90,3 +90,23 @@ def test_yinyang_example_quick_run_writes_its_figure(tmp_path):
     assert "forward-propagated gradient vs reverse-mode autodiff" in result.stdout
     assert "epoch 2: train loss" in result.stdout and "test accuracy" in result.stdout
     assert (tmp_path / "yinyang.png").is_file()
+
+
+def test_rewiring_example_keeps_the_synapse_count_and_learns(tmp_path):
+    """examples/rewiring.py: online e-prop with deep rewiring; per-edge traces, constant synapse
+    count, loss lower after a few epochs than in the first."""
+    script = os.path.join(ROOT, "examples", "rewiring.py")
+    result = subprocess.run([sys.executable, script, "--epochs", "6", "--out", str(tmp_path)], capture_output=True,
+                            text=True, timeout=600, env=dict(os.environ, JAX_PLATFORMS="cpu"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "per-edge eligibility" in result.stdout
+    assert result.stdout.count("synapses 640 (constant)") == 6
+    first, last = _first_last(result.stdout)
+    assert last < 0.7 * first
+    assert (tmp_path / "rewiring.png").exists()
+
+
+def _first_last(stdout):
+    line = next(line for line in stdout.splitlines() if line.startswith("loss:"))
+    parts = line.replace(",", "").split()
+    return float(parts[3]), float(parts[6])

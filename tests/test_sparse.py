@@ -308,3 +308,27 @@ def test_sparse_eprop_equals_hand_written_bellec():
         if nnz is not None:
             assert (b.kind, b.shape) == (("dense", (O, nnz)) if b.state == "state[3]" else
                                          ("per-edge eligibility (one entry per existing synapse)", (nnz,)))
+
+
+@pytest.mark.parametrize("method", ["exact", "eprop"])
+def test_signed_strengths_are_per_edge_and_equal_bptt(method):
+    """Deep R writes w = s · θ with a fixed sign per synapse: the weight is the parameter times a
+    tangent-free factor before it meets the presynaptic value."""
+    sign = jnp.asarray(np.random.default_rng(2).choice([-1, 1], POST_REC.size), jnp.int32)
+
+    def model(p, s, x, cut=lambda z: z):
+        i = jax.ops.segment_sum(p["w_in"] * x[PRE_IN], POST_IN, num_segments=N)
+        i = i + jax.ops.segment_sum((sign * p["theta"]) * cut(s["z"])[PRE_REC], POST_REC, num_segments=N)
+        v = p["alpha"] * s["v"] + i - sg(s["z"])
+        z = sp.spike(v - 1.0)
+        return {"v": v, "z": z}, p["w_out"] @ z
+    params = {k: v for k, v in _params().items() if k in ("alpha", "w_in", "w_out")}
+    params["theta"] = 0.6 * jnp.abs(jax.random.normal(jax.random.PRNGKey(9), (POST_REC.size,)))
+    state = {"v": jnp.zeros(N), "z": jnp.zeros(N)}
+    xs, ts = _inputs()
+    twin = (lambda p, s, x: model(p, s, x, sg)) if method == "eprop" else None
+    learner, _, _, _ = assert_matches_bptt(model, mse, params, state, xs, ts, method=method, twin=twin,
+                                           spikes=_spikes)
+    if method == "eprop":
+        kinds = {b.kind for b in learner.plan(params, state, xs[0]).blocks if b.param == 1}
+        assert kinds == {"per-edge eligibility (one entry per existing synapse)"}

@@ -83,7 +83,11 @@ class EdgeSynapse:
         if self.form == BCOO:
             indices = captured[(self.key, "indices")]
             return captured[(self.key, "u")][indices[:, 1]]
-        return captured[(self.key, "g")]
+        factors = [v for (k, name), v in captured.items() if k == self.key and name.startswith("g")]
+        g = factors[0]
+        for f in factors[1:]:
+            g = g * f
+        return g
 
     def gradient(self, per_edge, p_shape, batched: bool = False):
         """A per-synapse gradient (nnz,) in the parameter's layout (dense W: zeros off the mask)."""
@@ -158,6 +162,41 @@ def _walk(jaxpr, path, raw, tangent, consts, index_ok, producers, found):
             producers[v] = (here, eqn)
 
 
+def _scaled_weight(var, raw, producers):
+    """`(param, factors)` when `var` is a raw parameter tangent times tangent-free per-edge factors
+    (`w * u[pre]`, `sign * theta * u[pre]`, casts between): `factors` lists the (path, operand) of
+    each factor; else None."""
+    factors = []
+    while not (isinstance(var, jcore.Var) and var in raw):
+        if not isinstance(var, jcore.Var) or var not in producers:
+            return None
+        path, eqn = producers[var]
+        if eqn.primitive.name == "convert_element_type":
+            var = eqn.invars[0]
+            continue
+        if eqn.primitive.name != "mul":
+            return None
+        a, b = eqn.invars
+        a_tangent, b_tangent = _is_tangent_product(a, raw, producers), _is_tangent_product(b, raw, producers)
+        if a_tangent == b_tangent or any(not isinstance(v, jcore.Var) or v.aval.shape != var.aval.shape for v in (a, b)):
+            return None
+        factors.append((path, 1 if a_tangent else 0))
+        var = a if a_tangent else b
+    return raw[var], factors
+
+
+def _is_tangent_product(var, raw, producers) -> bool:
+    """Whether `var` is (a chain of products and casts of) a raw parameter tangent."""
+    while isinstance(var, jcore.Var):
+        if var in raw:
+            return True
+        if var not in producers or producers[var][1].primitive.name not in ("mul", "convert_element_type"):
+            return False
+        var = producers[var][1].invars[0] if producers[var][1].primitive.name == "convert_element_type" else \
+            next((v for v in producers[var][1].invars if _is_tangent_product(v, raw, producers)), None)
+    return False
+
+
 def _match(eqn, here, raw, is_tangent, consts, index_ok, producers, k) -> Optional[EdgeSynapse]:
     name = eqn.primitive.name
     key = InputKey("edge", k)
@@ -168,17 +207,16 @@ def _match(eqn, here, raw, is_tangent, consts, index_ok, producers, k) -> Option
         if (dn.update_window_dims or tuple(dn.inserted_window_dims) != (0,)
                 or tuple(dn.scatter_dims_to_operand_dims) != (0,) or upd not in producers):
             return None
-        mul_path, mul = producers[upd]
-        if mul.primitive.name != "mul" or len(upd.aval.shape) != 1:
+        if len(upd.aval.shape) != 1:
             return None
-        for side in (0, 1):
-            w, g = mul.invars[side], mul.invars[1 - side]
-            if isinstance(w, jcore.Var) and w in raw and isinstance(g, jcore.Var) and g.aval.shape == w.aval.shape:
-                indices = eqn.invars[1]
-                return EdgeSynapse(key, here, raw[w], EDGE_LIST, out_shape, int(w.aval.shape[0]), source_line(eqn),
-                                   ((here, 1, "indices"), (mul_path, 1 - side, "g")),
-                                   index_var=indices if indices in index_ok else None, index_sizes=out_shape)
-        return None
+        found = _scaled_weight(upd, raw, producers)
+        if found is None:
+            return None
+        param, factors = found
+        indices = eqn.invars[1]
+        captures = ((here, 1, "indices"),) + tuple((path, k, f"g{i}") for i, (path, k) in enumerate(factors))
+        return EdgeSynapse(key, here, param, EDGE_LIST, out_shape, int(upd.aval.shape[0]), source_line(eqn),
+                           captures, index_var=indices if indices in index_ok else None, index_sizes=out_shape)
     if name == "bcoo_dot_general" and is_tangent == [True, False, False]:
         data, indices, u = eqn.invars
         (contract, batch) = eqn.params["dimension_numbers"]
