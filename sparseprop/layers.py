@@ -1,7 +1,7 @@
 """Layers for `neurons.Sequential` beside the neuron catalogue, as snnTorch, norse or spyx
 users stack them: synapses without neurons (`Linear`, `Conv1d`, `Conv2d`), a weightless
-spiking neuron (`Leaky`, snnTorch's `snn.Leaky`), pooling, flatten, dropout, and readouts
-that accumulate over time (`SpikeCount`, `FirstSpikeTime`, `MaxOverTime`) for the
+spiking neuron (`Leaky`, snnTorch's `snn.Leaky`), pooling, flatten, dropout, a synaptic
+`Filter`, and readouts that accumulate over time (`SpikeCount`, `FirstSpikeTime`, `MaxOverTime`) for the
 sequence losses of `sparseprop.losses`.
 
 Every layer is a plain step function `layer(params, state, x) -> (new_state, y)` for one
@@ -42,7 +42,7 @@ from jax import lax
 from .neurons import LIF, _float
 
 __all__ = ["Layer", "Linear", "Conv1d", "Conv2d", "Leaky", "AvgPool2d", "MaxPool2d", "Flatten", "Dropout",
-           "SpikeCount", "FirstSpikeTime", "MaxOverTime", "LEAKS"]
+           "Filter", "SpikeCount", "FirstSpikeTime", "MaxOverTime", "LEAKS"]
 
 LEAKS = ("shared", "channel", "neuron")
 
@@ -398,22 +398,38 @@ class Dropout(Layer):
 # -- readouts over time ------------------------------------------------------------------------
 
 @dataclasses.dataclass(frozen=True)
-class SpikeCount(Layer):
-    """The running sum of the input over time: `c_t = c_{t−1} + x_t`, `y_t = c_t`.
+class Filter(Layer):
+    """A fixed low-pass filter of the input (a synaptic trace): `s_t = κ s_{t−1} + x_t`, `y_t = s_t`.
+
+    Between spiking neurons and a `Linear` readout it gives the readout `W s_t`, a leaky
+    integrator of the spikes whose state stays per hidden neuron (a readout potential
+    `o_t = κ o_{t−1} + W z_t` mixes every hidden neuron into each state entry, and makes the
+    exact traces of earlier layers dense; both readouts give the same output).
+
+    **Arguments:** `decay`: κ (not learned). No parameters. State: `{"trace": input shape}`.
+    """
+    decay: float = 0.8
+
+    def __call__(self, params, state, x):
+        trace = self.decay * state["trace"] + x
+        return {"trace": trace}, trace
+
+    def init_state(self, in_shape, dtype=None, batch=None):
+        """`trace = 0`. **Arguments:** `in_shape`, `dtype`, `batch`. **Returns:** the state dict."""
+        return {"trace": jnp.zeros(_batched(in_shape, batch), _float(dtype))}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpikeCount(Filter):
+    """The running sum of the input over time: `c_t = c_{t−1} + x_t`, `y_t = c_t` (a `Filter`
+    with κ = 1).
 
     On spikes this is the spike count so far (rate coding); on potentials, their integral.
     A loss on `y` at the last step (`sparseprop.losses.at_last_step`) is a loss on the count
     of the whole sequence, and its online gradient is exact: the count is a state.
-    No parameters. State: `{"count": input shape}`.
+    No parameters. State: `{"trace": input shape}`.
     """
-
-    def __call__(self, params, state, x):
-        count = state["count"] + x
-        return {"count": count}, count
-
-    def init_state(self, in_shape, dtype=None, batch=None):
-        """`count = 0`. **Arguments:** `in_shape`, `dtype`, `batch`. **Returns:** the state dict."""
-        return {"count": jnp.zeros(_batched(in_shape, batch), _float(dtype))}
+    decay: float = 1.0
 
 
 @dataclasses.dataclass(frozen=True)
