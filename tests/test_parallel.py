@@ -32,8 +32,12 @@ SCRIPT = textwrap.dedent("""\
     def single(params, states0, xs, targets):
         carry = jax.vmap(learner.init, in_axes=(None, 0, 0))(params, states0, xs[:, 0])
         carry, total = jax.vmap(learner.run, in_axes=(None, 0, 0, 0))(params, carry, xs, targets)
-        return carry, jnp.mean(total.loss), jax.tree_util.tree_map(lambda g: g.mean(0), total.grads), total.outputs
+        return carry, jnp.sum(total.loss), jax.tree_util.tree_map(lambda g: g.sum(0), total.grads), total.outputs
     s_carry, s_loss, s_grads, s_outputs = jax.jit(single)(params, states0, xs, targets)
+    # the default reduction is run_batch's: the sum over the batch
+    rb_carry = learner.init_batch(params, states0, xs[:, 0])
+    _, rb_total = jax.jit(learner.run_batch)(params, rb_carry, xs, targets)
+    assert max_rel(rb_total.grads, s_grads) <= 1e-12
 
     mesh = make_mesh()
     assert mesh.devices.size == 2
@@ -52,7 +56,13 @@ SCRIPT = textwrap.dedent("""\
 
     # and BPTT agrees (the online method is exact)
     _, bptt = jax.vmap(sp.bptt_grad(net, loss_fn), in_axes=(None, 0, 0, 0))(params, states0, xs, targets)
-    assert max_rel(grads, jax.tree_util.tree_map(lambda g: g.mean(0), bptt)) <= 1e-9
+    assert max_rel(grads, jax.tree_util.tree_map(lambda g: g.sum(0), bptt)) <= 1e-9
+
+    # reduce="mean" divides by the batch size
+    mean_carry = data_parallel_init(learner, mesh)(params, states0, xs[:, 0])
+    _, mean = data_parallel_run(learner, mesh, reduce="mean")(params, mean_carry, xs, targets)
+    assert max_rel(mean.grads, jax.tree_util.tree_map(lambda g: g / B, s_grads)) <= 1e-12
+    assert abs(float(mean.loss) * B - float(s_loss)) <= 1e-12 * abs(float(s_loss))
 
     # really sharded: batch-carrying arrays split in halves over both devices, grads replicated
     for leaf in leaves(carry) + [first.outputs]:
