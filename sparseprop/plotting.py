@@ -179,8 +179,8 @@ def gradient_agreement(online, bptt, ax=None, title: Optional[str] = None, label
 
     **Returns:**
 
-    The `Axes`; its legend states the max relative error (max|online - bptt| / max|bptt|)
-    and the cosine between the two gradients.
+    The `Axes`; its legend states the relative error max|online − bptt| / max|bptt|, both
+    maxima over every entry of every leaf, and the cosine between the two gradients.
 
     **Raises:**
 
@@ -196,7 +196,7 @@ def gradient_agreement(online, bptt, ax=None, title: Optional[str] = None, label
     cos = float(a @ b / den) if den > 0 else float("nan")
     lim = 1.05 * max(np.max(np.abs(a)), np.max(np.abs(b)), 1e-30)
     ax.plot([-lim, lim], [-lim, lim], color="0.6", lw=0.8, label="online = BPTT")
-    ax.scatter(b, a, s=6, alpha=0.6, color="C3", label=f"max rel. error {err:.1e}\ncosine {cos:.6f}")
+    ax.scatter(b, a, s=6, alpha=0.6, color="C3", label=f"max|online − BPTT| / max|BPTT| = {err:.1e}\ncosine {cos:.6f}")
     ax.set(xlabel="BPTT gradient", ylabel=f"{label} gradient", xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
     ax.legend(loc="upper left", fontsize=8)
     if title:
