@@ -1,15 +1,13 @@
 """Losses of spiking outputs (sparseprop.losses): each online gradient equals jax.grad of the
 same sequence loss written directly on a lax.scan unroll of the network without the
 readout layer (count = Σ_t z_t, first spike time by a cumulative product, max over time),
-float64, on inputs where the output neurons spike. And the metrics, and delta encoding."""
+float64, on inputs where the output neurons spike. And the metrics."""
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 import sparseprop as sp
 from sparseprop import layers, losses, metrics, neurons
-from sparseprop.data import delta_encode
 from reference import max_relative_error
 
 T, N_IN, N_H, N_CLS = 25, 4, 6, 3
@@ -154,19 +152,3 @@ def test_accuracy_by_rate_and_by_first_spike():
     assert float(metrics.accuracy_first_spike(batch_major, labels, time_axis=1)) == 0.5
     np.testing.assert_array_equal(np.asarray(metrics.first_spike_times(spikes))[0], [6, 2, 1])
 
-
-def test_delta_encode_follows_the_signal_by_threshold_steps():
-    signal = np.array([0.0, 0.05, 0.12, 0.5, 0.5, 0.5, 0.2, 0.21])
-    events = np.asarray(delta_encode(signal, 0.1))
-    np.testing.assert_array_equal(events, [0, 0, 1, 1, 1, 1, -1, 0])
-    # the reference never ends more than one threshold (plus the pending steps) from the signal
-    reference = np.cumsum(events) * 0.1
-    assert abs(reference[-1] - signal[-1]) < 0.1 + 1e-9
-    two = np.asarray(delta_encode(np.stack([signal, -signal], axis=1), 0.1, off_spikes=False))
-    assert two.shape == (8, 2, 2)
-    np.testing.assert_array_equal(two[:, 0, 0] - two[:, 1, 0], events)   # ON minus OFF
-    np.testing.assert_array_equal(two[:, 0, 1] - two[:, 1, 1], -events)
-    batch_major = np.asarray(delta_encode(np.stack([signal, signal]), 0.1, time_axis=1))
-    np.testing.assert_array_equal(batch_major[1], events)
-    with pytest.raises(ValueError, match="threshold"):
-        delta_encode(signal, 0.0)
