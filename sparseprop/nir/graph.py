@@ -213,7 +213,7 @@ def to_nir(model, params, *, sizes=None, dt: float | None = None):
     **Raises:**
 
     `ValueError` if `params` names a node or field the graph lacks, or changes a shape;
-    for a Sequential, as `export`.
+    for a Sequential, `TypeError` without `sizes` and `dt`, and as `export`.
     """
     nir = _nir()
     if not isinstance(model, nir.NIRGraph):
