@@ -6,17 +6,17 @@ saccades (a triangle of sub-pixel shifts on a 10x10 canvas) and each pixel emits
 event when its brightness rises by more than a threshold since the last step and an
 OFF event when it falls: a (T, 2, 10, 10) stream of binary events per digit.
 
-The network is conv – pool – conv – readout, one example per call:
+The network is conv – pool – conv – readout, one example per call, stacked from
+`sparseprop.layers` in a `neurons.Sequential`:
 
-- conv 3x3, 2 -> 8 channels (SAME) into LIF neurons with a shared leak and a detached
-  reset by subtraction: the post-synaptic Jacobian is a scalar times the identity, so
-  the kernel's eligibility is stored as the *filtered input* (2x10x10 numbers per
-  example) and its gradient is one correlation of the learning signal with it;
-- 2x2 average pooling (`lax.reduce_window`), conv 3x3, 8 -> 16 channels (VALID) into
-  LIF neurons with per-channel learned leaks (C, 1, 1): per-neuron conv eligibilities
-  (output neuron x 8·3·3);
-- a leaky-integrator readout of 10 units, written as a per-neuron filtered spike train
-  (see digits_online.py for why).
+- `Conv2d` 3x3, 2 -> 8 channels (SAME) into `Leaky` LIF neurons with a shared leak and a
+  detached reset by subtraction: the post-synaptic Jacobian is a scalar times the
+  identity, so the kernel's eligibility is stored as the *filtered input* (2x10x10
+  numbers per example) and its gradient is one correlation of the learning signal with it;
+- `AvgPool2d` 2x2, `Conv2d` 3x3, 8 -> 16 channels (VALID) into `Leaky` neurons with
+  per-channel learned leaks (C, 1, 1): per-neuron conv eligibilities (output neuron x 8·3·3);
+- a readout of 10 units reading a per-neuron filtered spike train (`Filter`, then
+  `Flatten` and `Linear`; see digits_online.py for why).
 
 The default `method="ostl"` (OSTL-style, Bohnstingl et al. 2022) cuts from the traces
 every path from the previous state through a neuron-mixing operation (here: layer 1's
@@ -40,18 +40,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from jax import lax
 from scipy import ndimage
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 import sparseprop as sp
+from sparseprop import layers, neurons
 
 C1, C2, N_OUT = 8, 16, 10
 CANVAS = 10               # the 8x8 digit moves on a 10x10 sensor
 READOUT_DECAY = 0.8
 EVENT_THRESHOLD = 0.08    # brightness change that triggers an event (pixel values in [0, 1])
-sg = lax.stop_gradient
 
 
 def saccade_path(num_steps):
@@ -75,54 +74,13 @@ def event_stream(images, num_steps):
     return np.stack([on, off], axis=2).astype(np.uint8)
 
 
-def conv(x, kernel, padding):
-    """One example's 2-D convolution (lax wants a batch axis: add it and take it away)."""
-    return lax.conv_general_dilated(x[None], kernel, (1, 1), padding)[0]
-
-
-def avg_pool(z):
-    return lax.reduce_window(z, 0.0, lax.add, (1, 2, 2), (1, 2, 2), "VALID") / 4.0
-
-
-def conv_snn(params, state, events):
-    """One step of conv(2->8) LIF – avg pool – conv(8->16) LIF – leaky readout, one example.
-
-    **Arguments:**
-
-    - `params`: kernels `k1` (8, 2, 3, 3) and `k2` (16, 8, 3, 3); `leak1` (shared scalar,
-      pre-sigmoid), `leak2` (16, 1, 1) per-channel pre-sigmoid leaks; readout `w_out`
-      (10, 16, 3, 3) and `b_out` (10,).
-    - `state`: membrane potentials `v1` (8, 10, 10), `v2` (16, 3, 3) and the readout's
-      filtered spike train `trace` (16, 3, 3).
-    - `events`: this step's (2, 10, 10) ON/OFF events.
-
-    **Returns:**
-
-    `(new state, readout logits (10,))`.
-    """
-    z1_prev = sg(sp.spike(state["v1"] - 1.0))     # detached resets: factorisable traces
-    v1 = jax.nn.sigmoid(params["leak1"]) * state["v1"] + conv(events, params["k1"], "SAME") - z1_prev
-    z1 = sp.spike(v1 - 1.0)
-    z2_prev = sg(sp.spike(state["v2"] - 1.0))
-    v2 = jax.nn.sigmoid(params["leak2"]) * state["v2"] + conv(avg_pool(z1), params["k2"], "VALID") - z2_prev
-    z2 = sp.spike(v2 - 1.0)
-    trace = READOUT_DECAY * state["trace"] + z2
-    y = jnp.tensordot(params["w_out"], trace, axes=3) + params["b_out"]
-    return {"v1": v1, "v2": v2, "trace": trace}, y
-
-
-def init_params(key):
-    k1, k2, k3 = jax.random.split(key, 3)
-    return {"k1": jax.random.normal(k1, (C1, 2, 3, 3)) * 0.7,
-            "leak1": jnp.array(1.5),
-            "k2": jax.random.normal(k2, (C2, C1, 3, 3)) * 0.9,
-            "leak2": jnp.full((C2, 1, 1), 1.5),
-            "w_out": jax.random.normal(k3, (N_OUT, C2, 3, 3)) / np.sqrt(C2 * 9),
-            "b_out": jnp.zeros((N_OUT,))}
-
-
-def initial_state():
-    return {"v1": jnp.zeros((C1, CANVAS, CANVAS)), "v2": jnp.zeros((C2, 3, 3)), "trace": jnp.zeros((C2, 3, 3))}
+NET = neurons.Sequential((
+    layers.Conv2d(2, C1, 3, bias=False, gain=3.0), layers.Leaky(init_leak=0.82),
+    layers.AvgPool2d(2),
+    layers.Conv2d(C1, C2, 3, padding="VALID", bias=False, gain=7.6), layers.Leaky(leak="channel", init_leak=0.82),
+    layers.Filter(READOUT_DECAY), layers.Flatten(), layers.Linear(C2 * 3 * 3, N_OUT, gain=1.0)))
+SIZES = (2, CANVAS, CANVAS)   # the input's shape: every layer sizes itself from it
+KERNEL_1, KERNEL_2 = "params[0]['weight']", "params[3]['weight']"
 
 
 def loss_fn(y, target):
@@ -161,10 +119,10 @@ def main(argv=None):
     ev_test = event_stream(x_test, T).astype(np.float32)
     weights = step_weights(T)
 
-    learner = sp.online_grad(conv_snn, loss_fn, method=args.method)
-    state0 = initial_state()
+    learner = sp.online_grad(NET, loss_fn, method=args.method)
+    state0 = NET.init_state(SIZES)
     key = jax.random.PRNGKey(args.seed)
-    params = init_params(key)
+    params = NET.init_params(key, SIZES)
     report = learner.explain(params, state0, jnp.asarray(ev_train[0, 0]), print_report=False)
     optimizer = optax.adam(args.lr)
     opt_state = optimizer.init(params)
@@ -187,11 +145,7 @@ def main(argv=None):
 
     @jax.jit
     def evaluate(params, events):
-        def forward(x):
-            def body(state, x_t):
-                state, y = conv_snn(params, state, x_t)
-                return state, y
-            return jax.lax.scan(body, state0, x)[1]
+        forward = lambda x: sp.simulate(NET, params, state0, x, keep_states=False).outputs  # noqa: E731
         return predict_from(jax.vmap(forward)(events))
 
     rng = np.random.default_rng(args.seed)
@@ -221,12 +175,12 @@ def main(argv=None):
           f"({report.trace_bytes * B / 2**20:.2f} MiB for a batch of {B}); "
           f"{ms_per_step:.2f} ms per online step of a batch of {B}; total {time.time() - t_start:.1f} s")
     for blk in report.blocks:
-        if blk.param in ("params['k1']", "params['k2']"):
+        if blk.param in (KERNEL_1, KERNEL_2):
             print(f"  d{blk.state}/d{blk.param}: {blk.kind}, shape {blk.shape}")
 
     os.makedirs(args.out, exist_ok=True)
     plot_events(x_test[0], ev_test[0], os.path.join(args.out, "conv_digits_events.png"))
-    plot_kernels(np.asarray(params["k1"]), os.path.join(args.out, "conv_digits_kernels.png"))
+    plot_kernels(np.asarray(params[0]["weight"]), os.path.join(args.out, "conv_digits_kernels.png"))
     return test_acc
 
 
@@ -236,17 +190,18 @@ def plot_events(image, events, path):
     import matplotlib.pyplot as plt
 
     shown = np.linspace(0, len(events) - 1, 6).astype(int)
-    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(2 * (len(shown) + 1), 2.2))
+    fig, axes = plt.subplots(1, len(shown) + 1, figsize=(2 * (len(shown) + 1), 2.6))
     axes[0].imshow(image, cmap="gray_r")
     axes[0].set_title("digit")
     for ax, t in zip(axes[1:], shown):
         ax.imshow(events[t, 0] - events[t, 1], cmap="bwr", vmin=-1, vmax=1)
-        ax.set_title(f"t={t}: ON red, OFF blue", fontsize=7)
+        ax.set_title(f"step {t}")
     for ax in axes:
         ax.set_xticks([])
         ax.set_yticks([])
+    fig.suptitle("events of the moving digit: ON (brighter) red, OFF (darker) blue")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -255,18 +210,18 @@ def plot_kernels(k1, path):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, k1.shape[0], figsize=(1.4 * k1.shape[0], 3))
+    fig, axes = plt.subplots(2, k1.shape[0], figsize=(1.4 * k1.shape[0] + 1.2, 3), layout="constrained")
     lim = np.abs(k1).max()
     for o in range(k1.shape[0]):
         for c, name in enumerate(("ON", "OFF")):
-            axes[c, o].imshow(k1[o, c], cmap="bwr", vmin=-lim, vmax=lim)
+            image = axes[c, o].imshow(k1[o, c], cmap="bwr", vmin=-lim, vmax=lim)
             axes[c, o].set_xticks([])
             axes[c, o].set_yticks([])
             if o == 0:
-                axes[c, o].set_ylabel(name)
+                axes[c, o].set_ylabel(f"{name} input")
         axes[0, o].set_title(f"channel {o}", fontsize=8)
-    fig.suptitle("learned layer-1 kernels")
-    fig.tight_layout()
+    fig.colorbar(image, ax=axes, shrink=0.8, label="kernel weight")
+    fig.suptitle("learned layer-1 kernels (3x3 taps per input channel)")
     fig.savefig(path, dpi=120)
     plt.close(fig)
 

@@ -65,9 +65,12 @@ def main(argv=None):
     carry = learner.init(params, state0, xs[0])
     _, total = learner.run(params, carry, xs, targets)
     _, reference = sp.bptt_grad(model, loss_fn)(params, state0, xs, targets)
-    err = max(float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
-              for a, b in zip(jax.tree_util.tree_leaves(total.grads), jax.tree_util.tree_leaves(reference)))
-    print(f"loaded {len(graph.nodes)} NIR nodes; online exact gradient vs BPTT: max relative error {err:.1e}")
+    # one normalisation, the figure's: the largest entry difference over the largest BPTT entry
+    online_flat, bptt_flat = (jnp.concatenate([jnp.ravel(g) for g in jax.tree_util.tree_leaves(tree)])
+                              for tree in (total.grads, reference))
+    err = float(jnp.max(jnp.abs(online_flat - bptt_flat)) / jnp.max(jnp.abs(bptt_flat)))
+    print(f"loaded {len(graph.nodes)} NIR nodes; online exact gradient vs BPTT: "
+          f"max|online - BPTT| / max|BPTT| = {err:.1e} (over all gradient entries, as in the figure)")
 
     @jax.jit
     def train_pass(params):

@@ -147,6 +147,8 @@ def figure(params, history, test, x_test, path):
     twin = ax.twinx()
     twin.plot(np.arange(1, len(acc) + 1), acc, "C1-o", ms=3, label="test accuracy")
     twin.set_ylabel("test accuracy")
+    lines = ax.get_lines() + twin.get_lines()   # one legend for both y axes
+    ax.legend(lines, [line.get_label() for line in lines], fontsize=7, loc="center right")
     # Decision regions on a grid over the disc.
     g = np.linspace(0, 1, 120)
     gx, gy = np.meshgrid(g, g)

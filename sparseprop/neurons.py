@@ -28,16 +28,18 @@ reset then flows through the surrogate at the right time step, `t − 1`.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
-from typing import Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .surrogates import FastSigmoid, Surrogate
 
 __all__ = ["Neuron", "LIF", "CurrentLIF", "ALIF", "Izhikevich", "AdEx", "ResonateAndFire",
-           "LeakyIntegrator", "DiagonalLRU", "GRUCell", "Sequential", "RESETS"]
+           "LeakyIntegrator", "DiagonalLRU", "GRUCell", "Sequential", "Recording", "RESETS"]
 
 RESETS = ("subtract", "zero", "multiplicative")
 _sg = jax.lax.stop_gradient
@@ -627,59 +629,145 @@ class GRUCell(Neuron):
 
 # -- composition ---------------------------------------------------------------------------
 
+def _infers_shape(layer) -> bool:
+    """A `sparseprop.layers` layer (it sizes itself from its input), not a catalogue neuron."""
+    return hasattr(layer, "output_shape")
+
+
+class Recording(NamedTuple):
+    """Every layer's output and membrane potential at one step, the output of a
+    `Sequential(..., record=True)` (snnTorch's `spk_rec` / `mem_rec` once stacked by
+    `sparseprop.simulate` or `learner.run`: every leaf gains a leading time axis).
+
+    - `output`: the last layer's output (what a loss reads: `losses.on_output(loss)`).
+    - `spikes`: a tuple, layer k's output `y_k` (spikes for a spiking layer).
+    - `potentials`: a tuple, layer k's membrane potential `state_k["v"]` after the step (before
+      the reset that the next step applies), or None for a layer without one.
+    """
+    output: Any
+    spikes: tuple
+    potentials: tuple
+
+
 @dataclasses.dataclass(frozen=True)
 class Sequential:
     """Layers applied in order within one time step: layer k's output is layer k+1's input.
 
-    Params and state are tuples with one entry per layer.
+    Params and state are tuples with one entry per layer (an empty dict for a layer without
+    parameters or state). Layers are catalogue neurons (`LIF`, ..., each with its own input
+    weights and a size `n`) or `sparseprop.layers` layers (convolutions, pooling, flatten,
+    weightless `Leaky` neurons, ...), which infer their shapes from their input.
 
     **Arguments:**
 
-    - `layers`: a tuple of neuron models.
+    - `layers`: a tuple of neuron models and layers.
+    - `record`: return a `Recording` (every layer's output and potential) instead of the
+      last layer's output alone; `sparseprop.simulate` then stacks it over time.
     """
     layers: tuple
+    record: bool = False
 
     def __call__(self, params, state, x):
-        new_state = []
+        new_state, spikes, potentials = [], [], []
         for layer, p, s in zip(self.layers, params, state):
             s, x = layer(p, s, x)
             new_state.append(s)
+            spikes.append(x)
+            potentials.append(s.get("v") if isinstance(s, dict) else None)
+        if self.record:
+            return tuple(new_state), Recording(x, tuple(spikes), tuple(potentials))
         return tuple(new_state), x
 
-    def init_params(self, key, sizes: Sequence[int], dtype=None) -> tuple:
+    @property
+    def thresholds(self) -> tuple:
+        """Each layer's firing threshold θ (None for a layer without one), for plots of `Recording`."""
+        return tuple(getattr(layer, "threshold", None) for layer in self.layers)
+
+    def shapes(self, sizes: Sequence) -> list:
+        """Each layer's input and output shape, `[(in_shape, out_shape, n), ...]`.
+
+        **Arguments:**
+
+        - `sizes`: `(input, n_1, ..., n_K)`: the input's shape (an int for a flat input, or a
+          tuple), then the size `n` of each catalogue neuron layer, in order; layers from
+          `sparseprop.layers` take no entry (they size themselves).
+
+        **Returns:**
+
+        A list with one `(in_shape, out_shape, n)` per layer (`n` None for a `layers` layer).
+
+        **Raises:**
+
+        `ValueError` if `sizes` does not have one entry per catalogue neuron after the input,
+        or a catalogue neuron gets a multi-axis input.
+        """
+        sizes = self._normalise(sizes)
+        shape = (int(sizes[0]),) if np.ndim(sizes[0]) == 0 else tuple(int(v) for v in sizes[0])
+        own = iter(sizes[1:])
+        out = []
+        for k, layer in enumerate(self.layers):
+            if _infers_shape(layer):
+                out.append((shape, layer.output_shape(shape), None))
+            else:
+                if len(shape) != 1:
+                    raise ValueError(f"layer {k} ({type(layer).__name__}) has input weights for a flat input, but "
+                                     f"gets shape {shape}: put layers.Flatten() before it")
+                n = int(next(own))
+                out.append((shape, (getattr(layer, "n_out", None) or n,), n))
+            shape = out[-1][1]
+        return out
+
+    def init_params(self, key, sizes: Sequence, dtype=None) -> tuple:
         """Each layer's `init_params`, with its own key.
 
         **Arguments:**
 
         - `key`: a PRNG key.
-        - `sizes`: `(n_in, n_1, ..., n_L)`, one more entry than there are layers.
+        - `sizes`: `(input, n_1, ..., n_K)`, see `shapes`: for catalogue neurons only,
+          `(n_in, n_1, ..., n_L)`, one more entry than there are layers.
         - `dtype`: float dtype.
 
         **Returns:**
 
         A tuple of per-layer parameter dicts.
         """
-        self._check(sizes)
         keys = jax.random.split(key, len(self.layers))
-        return tuple(layer.init_params(k, n_in, n, dtype)
-                     for layer, k, n_in, n in zip(self.layers, keys, sizes[:-1], sizes[1:]))
+        return tuple(layer.init_params(k, in_shape, dtype) if n is None else layer.init_params(k, in_shape[0], n, dtype)
+                     for layer, k, (in_shape, _, n) in zip(self.layers, keys, self.shapes(sizes)))
 
-    def init_state(self, sizes: Sequence[int], dtype=None, batch=None) -> tuple:
+    def init_state(self, sizes: Sequence, dtype=None, batch=None, key=None) -> tuple:
         """Each layer's `init_state`.
 
         **Arguments:**
 
         - `sizes`: as for `init_params`; `dtype`: float dtype.
-        - `batch`: a batch size `B`: every leaf gets a leading axis `(B, n)`.
+        - `batch`: a batch size `B`: every leaf gets a leading axis `(B, ...)`.
+        - `key`: a PRNG key for layers with a random state (`layers.Dropout`'s mask, drawn
+          once per sequence); None gives them their deterministic state (no dropout).
 
         **Returns:**
 
         A tuple of per-layer states.
         """
-        self._check(sizes)
-        return tuple(layer.init_state(n, dtype, batch) for layer, n in zip(self.layers, sizes[1:]))
+        keys = [None] * len(self.layers) if key is None else list(jax.random.split(key, len(self.layers)))
+        states = []
+        for layer, k, (in_shape, _, n) in zip(self.layers, keys, self.shapes(sizes)):
+            if n is not None:
+                states.append(layer.init_state(n, dtype, batch))
+            elif "key" in inspect.signature(layer.init_state).parameters:
+                states.append(layer.init_state(in_shape, dtype, batch, key=k))
+            else:
+                states.append(layer.init_state(in_shape, dtype, batch))
+        return tuple(states)
 
-    def _check(self, sizes):
-        if len(sizes) != len(self.layers) + 1:
-            raise ValueError(f"sizes must be (n_in, n_1, ..., n_L): {len(self.layers) + 1} numbers for "
-                             f"{len(self.layers)} layers, got {tuple(sizes)}")
+    def _normalise(self, sizes):
+        """`sizes` as `(input, n_1, ..., n_K)`; a network without catalogue neurons may be given
+        its input shape alone (`(2, 10, 10)` or `16`)."""
+        need = sum(not _infers_shape(layer) for layer in self.layers)
+        if need == 0 and (isinstance(sizes, (int, np.integer)) or all(np.ndim(v) == 0 for v in sizes)):
+            sizes = (sizes,)
+        if len(sizes) != need + 1:
+            raise ValueError(f"sizes must be (input, n_1, ..., n_K): the input's shape, then one size for each of "
+                             f"the {need} catalogue neuron layers ({len(self.layers) - need} layers from "
+                             f"sparseprop.layers size themselves), {need + 1} entries; got {tuple(sizes)}")
+        return tuple(sizes)

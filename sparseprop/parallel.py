@@ -4,7 +4,7 @@ Online gradients are per example, so scaling past one device is data parallelism
 batch axis is split over a 1-D device mesh (axis name `"batch"`), parameters are
 replicated, every device runs `learner.run_batch` on its slice of the batch, and the
 gradient sums are reduced across devices. Nothing here is specific to a
-model: XLA inserts the one all-reduce of the gradient mean, and the carries (states
+model: XLA inserts the one all-reduce of the gradient sum, and the carries (states
 and eligibility traces) stay on the device that owns their examples across calls.
 
 ```python
@@ -17,7 +17,7 @@ carry = data_parallel_init(learner, mesh)(params, states0, xs[:, 0])   # (B, ...
 run = data_parallel_run(learner, mesh)
 for chunk_xs, chunk_targets in stream:                # (B, T_chunk, ...) each
     carry, total = run(params, carry, chunk_xs, chunk_targets)
-    params = update(params, total.grads)              # batch-mean of per-example sums over time
+    params = update(params, total.grads)              # summed over the batch, as run_batch
 ```
 
 Batch-major layout: every leaf of `states0`, `xs` and `targets` has the batch as its
@@ -150,20 +150,21 @@ def _checked(mesh: Mesh, jitted: Callable) -> Callable:
     return call
 
 
-def data_parallel_run(learner: OnlineLearner, mesh: Mesh, reduce: str = "mean") -> Callable:
+def data_parallel_run(learner: OnlineLearner, mesh: Mesh, reduce: str = "sum") -> Callable:
     """`learner.run` over a batch split across devices, gradients reduced over the batch.
 
     **Arguments:**
 
     - `learner`: from `sparseprop.online_grad` (with a loss).
     - `mesh`: from `make_mesh`.
-    - `reduce`: `"mean"` (default) or `"sum"` over the batch, for the loss and gradients.
+    - `reduce`: `"sum"` (default, as `learner.run_batch`: the same numbers on one device or
+      many) or `"mean"` (divided by the batch size B) over the batch, for the loss and gradients.
 
     **Returns:**
 
     A jitted `f(params, carry, xs, targets) -> (carry, RunTotal(loss, grads, outputs))`:
     `params` replicated; `carry` from `data_parallel_init` (or a previous call: chunks chain);
-    `xs`, `targets` batch-major `(B, T, ...)`. `loss` and `grads` are the batch mean (or sum)
+    `xs`, `targets` batch-major `(B, T, ...)`. `loss` and `grads` are the batch sum (or mean)
     of each example's sum over time, replicated on every device; `carry` and `outputs`
     `(B, T, ...)` stay sharded over the batch.
     """
@@ -180,7 +181,7 @@ def data_parallel_run(learner: OnlineLearner, mesh: Mesh, reduce: str = "mean") 
                                   out_shardings=(batch, RunTotal(rep, rep, batch))))
 
 
-def data_parallel_step(learner: OnlineLearner, mesh: Mesh, reduce: str = "mean") -> Callable:
+def data_parallel_step(learner: OnlineLearner, mesh: Mesh, reduce: str = "sum") -> Callable:
     """`learner.step` for a batch split across devices: one time step, gradients reduced.
 
     For streaming with an update after every step; prefer `data_parallel_run` on chunks

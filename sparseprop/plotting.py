@@ -11,7 +11,7 @@ from typing import Mapping, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["spike_raster", "membrane_traces", "gradient_agreement", "memory_vs_length", "save"]
+__all__ = ["spike_raster", "membrane_traces", "recording", "gradient_agreement", "memory_vs_length", "save"]
 
 
 def _plt():
@@ -117,6 +117,52 @@ def membrane_traces(v, threshold=None, spikes=None, neurons: Optional[Sequence[i
     return ax
 
 
+def recording(rec, thresholds=None, layers: Optional[Sequence[int]] = None, dt: Optional[float] = None,
+              neurons: Optional[Sequence[int]] = None, max_neurons: int = 200):
+    """Every layer of a recorded `Sequential`: a spike raster per layer, and beside it the
+    membrane potentials with the layer's threshold (snnTorch's `spk_rec` / `mem_rec` plots).
+
+    **Arguments:**
+
+    - `rec`: the `outputs` of `sparseprop.simulate` (or `learner.run`) on a
+      `Sequential(..., record=True)`: a `neurons.Recording` whose leaves are `(T, ...)`,
+      one example. A layer's `(T, C, H, W)` output is drawn flattened to `(T, C·H·W)`.
+    - `thresholds`: `net.thresholds` (one per layer, None where a layer has none).
+    - `layers`: which layer indices to draw (default: those with a membrane potential).
+    - `dt`: step length in seconds (default: time steps).
+    - `neurons`: the neuron indices whose potentials are drawn (default: the first five).
+    - `max_neurons`: rasters show at most this many neurons of a layer (the first ones).
+
+    **Returns:**
+
+    The `Figure`, one row per drawn layer (raster left, potentials right).
+
+    **Raises:**
+
+    `ValueError` if `rec` is not a recording or a layer index is out of range.
+    """
+    if not hasattr(rec, "spikes") or not hasattr(rec, "potentials"):
+        raise ValueError("rec must be the outputs of simulate on a Sequential(..., record=True) "
+                         "(a neurons.Recording with spikes and potentials)")
+    count = len(rec.spikes)
+    layers = [k for k in range(count) if rec.potentials[k] is not None] if layers is None else list(layers)
+    if not layers or any(not 0 <= k < count for k in layers):
+        raise ValueError(f"layers must be indices in [0, {count}) (default: the layers with potentials); got {layers}")
+    thresholds = [None] * count if thresholds is None else list(thresholds)
+    flat = lambda a: np.asarray(a).reshape(np.shape(a)[0], -1)   # noqa: E731
+    fig, axes = _plt().subplots(len(layers), 2, figsize=(12, 2.6 * len(layers)), squeeze=False,
+                                layout="constrained")
+    for row, k in zip(axes, layers):
+        spikes = flat(rec.spikes[k])[:, :max_neurons]
+        spike_raster(spikes, dt=dt, ax=row[0], title=f"layer {k}: output", marker_size=6.0)
+        if rec.potentials[k] is None:
+            row[1].set_axis_off()
+            continue
+        membrane_traces(flat(rec.potentials[k]), threshold=thresholds[k], spikes=flat(rec.spikes[k]),
+                        neurons=neurons, dt=dt, ax=row[1], title=f"layer {k}: membrane potential")
+    return fig
+
+
 def _flat(tree):
     import jax
     return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree_util.tree_leaves(tree)])
@@ -133,8 +179,8 @@ def gradient_agreement(online, bptt, ax=None, title: Optional[str] = None, label
 
     **Returns:**
 
-    The `Axes`; its legend states the max relative error (max|online - bptt| / max|bptt|)
-    and the cosine between the two gradients.
+    The `Axes`; its legend states the relative error max|online − bptt| / max|bptt|, both
+    maxima over every entry of every leaf, and the cosine between the two gradients.
 
     **Raises:**
 
@@ -150,7 +196,7 @@ def gradient_agreement(online, bptt, ax=None, title: Optional[str] = None, label
     cos = float(a @ b / den) if den > 0 else float("nan")
     lim = 1.05 * max(np.max(np.abs(a)), np.max(np.abs(b)), 1e-30)
     ax.plot([-lim, lim], [-lim, lim], color="0.6", lw=0.8, label="online = BPTT")
-    ax.scatter(b, a, s=6, alpha=0.6, color="C3", label=f"max rel. error {err:.1e}\ncosine {cos:.6f}")
+    ax.scatter(b, a, s=6, alpha=0.6, color="C3", label=f"max|online − BPTT| / max|BPTT| = {err:.1e}\ncosine {cos:.6f}")
     ax.set(xlabel="BPTT gradient", ylabel=f"{label} gradient", xlim=(-lim, lim), ylim=(-lim, lim), aspect="equal")
     ax.legend(loc="upper left", fontsize=8)
     if title:

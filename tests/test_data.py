@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from sparseprop.data import (SHDNotFoundError, batches, bin_events, latency_encode, rate_encode,
+from sparseprop.data import (SHDNotFoundError, batches, bin_events, delta_encode, latency_encode, rate_encode,
                              read_shd)
 from sparseprop.data import shd
 
@@ -220,3 +220,20 @@ def test_bin_events_agrees_with_tonic():
     ours = bin_events(t, u, dt=0.01, num_steps=40, num_units=700)
     assert ours.sum() > 200
     np.testing.assert_array_equal(ours, frames.reshape(40, 700))
+
+
+def test_delta_encode_follows_the_signal_by_threshold_steps():
+    signal = np.array([0.0, 0.05, 0.12, 0.5, 0.5, 0.5, 0.2, 0.21])
+    events = np.asarray(delta_encode(signal, 0.1))
+    np.testing.assert_array_equal(events, [0, 0, 1, 1, 1, 1, -1, 0])
+    # the reference never ends more than one threshold (plus the pending steps) from the signal
+    reference = np.cumsum(events) * 0.1
+    assert abs(reference[-1] - signal[-1]) < 0.1 + 1e-9
+    two = np.asarray(delta_encode(np.stack([signal, -signal], axis=1), 0.1, off_spikes=False))
+    assert two.shape == (8, 2, 2)
+    np.testing.assert_array_equal(two[:, 0, 0] - two[:, 1, 0], events)   # ON minus OFF
+    np.testing.assert_array_equal(two[:, 0, 1] - two[:, 1, 1], -events)
+    batch_major = np.asarray(delta_encode(np.stack([signal, signal]), 0.1, time_axis=1))
+    np.testing.assert_array_equal(batch_major[1], events)
+    with pytest.raises(ValueError, match="threshold"):
+        delta_encode(signal, 0.0)

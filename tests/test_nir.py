@@ -277,7 +277,105 @@ def test_clear_errors():
         spnir.to_nir(g, {"fc2": {"weight": np.zeros((3, 3))}})
     with pytest.raises(ValueError, match="lacks"):
         spnir.to_nir(g, {"nope": params["fc2"]})
-    nested = nir.NIRGraph(nodes={"input": nir.Input(np.array([3])), "sub": g, "output": nir.Output(np.array([2]))},
-                          edges=[("input", "sub"), ("sub", "output")], type_check=False)
-    with pytest.raises(NotImplementedError, match="NIRGraph"):
-        spnir.load(nested, dt=DT)
+    with pytest.raises(ValueError, match="dt=") as info:      # no dt and none in the graph's metadata
+        spnir.load(g)
+    assert "metadata" in str(info.value)
+    two_inputs = nir.NIRGraph(nodes={"input": nir.Input(np.array([3])), "sub": _two_input_subgraph(),
+                                     "output": nir.Output(np.array([3]))},
+                              edges=[("input", "sub"), ("sub", "output")], type_check=False)
+    with pytest.raises(ValueError, match="2 Input nodes"):
+        spnir.load(two_inputs, dt=DT)
+
+
+def _two_input_subgraph():
+    return nir.NIRGraph(nodes={"a": nir.Input(np.array([3])), "b": nir.Input(np.array([3])),
+                               "out": nir.Output(np.array([3]))},
+                        edges=[("a", "out"), ("b", "out")], type_check=False)
+
+
+def nested_recurrent(rng):
+    """`recurrent(rng)` with its recurrent CubaLIF layer as a subgraph, as snnTorch exports RLeaky."""
+    flat = recurrent(rng)
+    n = flat.nodes
+    rnn = nir.NIRGraph(nodes={"input": nir.Input(np.array([6])), "lif": n["lif"], "w_rec": n["rec"],
+                              "output": nir.Output(np.array([6]))},
+                       edges=[("input", "lif"), ("lif", "w_rec"), ("w_rec", "lif"), ("lif", "output")],
+                       type_check=False)
+    nested = nir.NIRGraph(nodes={"input": n["input"], "fc1": n["fc1"], "rnn": rnn, "fc2": n["fc2"], "li": n["li"],
+                                 "output": n["output"]},
+                          edges=[("input", "fc1"), ("fc1", "rnn"), ("rnn", "fc2"), ("fc2", "li"), ("li", "output")],
+                          type_check=False)
+    return flat, nested
+
+
+def test_nested_subgraph_is_flattened(tmp_path):
+    rng = np.random.default_rng(10)
+    flat, nested = nested_recurrent(rng)
+    model, params, state0 = spnir.load(nested, dt=DT)
+    assert {"rnn.lif", "rnn.w_rec"} <= set(params) and "out" in state0["rnn.w_rec"]
+    flat_model, flat_params, flat_state0 = spnir.load(flat, dt=DT)
+    xs = rng.uniform(0.0, 3.0, size=(50, 3))
+    ys = _run(model, params, state0, xs)[1]
+    np.testing.assert_array_equal(ys, _run(flat_model, flat_params, flat_state0, xs)[1])
+    spikes = sp.simulate(model, params, state0, jnp.asarray(xs)).states["rnn.w_rec"]["out"]
+    assert int(jnp.sum(spikes != 0)) > 10                  # the recurrent layer spikes
+    # trained parameters go back into the subgraph
+    trained = jax.tree_util.tree_map(lambda p: p * 1.05, params)
+    spnir.save(nested, trained, tmp_path / "nested.nir")
+    reloaded = nir.read(tmp_path / "nested.nir")
+    assert isinstance(reloaded.nodes["rnn"], nir.NIRGraph)
+    np.testing.assert_array_equal(reloaded.nodes["rnn"].nodes["w_rec"].weight, np.asarray(trained["rnn.w_rec"]["weight"]))
+    _, params2, _ = spnir.load(reloaded, dt=DT)
+    assert max_relative_error(params2, trained) == 0.0
+
+
+# ------------------------------------------------------------------ Sequential -> NIR -> model
+from sparseprop import layers, neurons      # noqa: E402
+
+
+EXPORTABLE = {
+    "catalogue": (neurons.Sequential((neurons.LIF(recurrent=True), neurons.CurrentLIF(reset="zero"),
+                                      neurons.CurrentLIF(recurrent=True), neurons.LIF(reset="multiplicative"),
+                                      neurons.LeakyIntegrator())),
+                  (3, 6, 5, 4, 5, 2), (3,), 2.0),
+    "layers": (neurons.Sequential((layers.Conv2d(2, 3, 3, gain=3.0), layers.Leaky(reset="zero"), layers.AvgPool2d(2),
+                                   layers.Conv2d(3, 4, 2, padding="VALID", bias=False, gain=4.0),
+                                   layers.Leaky(leak="channel"), layers.Dropout(0.5), layers.Flatten(),
+                                   layers.Linear(24, 5, gain=3.0), layers.Leaky(leak="neuron"),
+                                   layers.Filter(0.7), layers.SpikeCount())),
+               (2, 6, 8), (2, 6, 8), 1.0),
+    "conv1d": (neurons.Sequential((layers.Conv1d(2, 3, 3, stride=2, padding=1, gain=3.0), layers.Leaky(),
+                                   layers.Flatten(), layers.Linear(15, 2, bias=False))),
+               (2, 9), (2, 9), 1.0),
+}
+
+
+@pytest.mark.parametrize("name", list(EXPORTABLE))
+def test_a_sequential_exports_to_nir_and_reloads_with_the_same_outputs(name, tmp_path):
+    net, sizes, x_shape, gain = EXPORTABLE[name]
+    k = jax.random.split(jax.random.PRNGKey(list(EXPORTABLE).index(name)), 2)
+    params, s0 = net.init_params(k[0], sizes), net.init_state(sizes)
+    xs = gain * jax.random.uniform(k[1], (40,) + x_shape)
+    rec = sp.simulate(neurons.Sequential(net.layers, record=True), params, s0, xs).outputs
+    for i, layer in enumerate(net.layers):
+        if hasattr(layer, "spike"):
+            z = np.asarray(rec.spikes[i])
+            assert 0 < z.sum() < z.size, f"layer {i} must spike"
+    spnir.save(net, params, tmp_path / "net.nir", sizes=sizes, dt=DT)
+    graph = nir.read(tmp_path / "net.nir")
+    model, params2, state2 = spnir.load(graph)                  # dt from the graph's metadata
+    ys = sp.simulate(model, params2, state2, xs, keep_states=False).outputs
+    np.testing.assert_allclose(np.asarray(ys), np.asarray(rec.output), rtol=1e-12, atol=1e-12)
+    if name == "layers":
+        assert graph.metadata["dt"] == DT and "4_reset" in graph.nodes    # subtraction as a Scale edge
+
+
+def test_export_refuses_what_nir_cannot_say():
+    key = jax.random.PRNGKey(0)
+    for net, sizes, what in [(neurons.Sequential((neurons.ALIF(),)), (3, 4), "ALIF"),
+                             (neurons.Sequential((layers.MaxPool2d(2),)), (1, 4, 4), "MaxPool2d")]:
+        with pytest.raises(NotImplementedError, match=what):
+            spnir.export(net, net.init_params(key, sizes), sizes, dt=DT)
+    net = neurons.Sequential((neurons.LIF(),))
+    with pytest.raises(TypeError, match="sizes"):
+        spnir.to_nir(net, net.init_params(key, (3, 4)))

@@ -61,3 +61,26 @@ def test_without_matplotlib_the_error_names_the_extra():
             "except ModuleNotFoundError as e:\n    print(e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert 'pip install -e ".[plot]"' in out.stdout, out
+
+
+def test_recording_draws_every_layer_of_a_recorded_sequential(tmp_path):
+    import jax
+    import sparseprop as sp
+    from sparseprop import layers, neurons
+    net = neurons.Sequential((layers.Conv2d(1, 2, 3, gain=4.0), layers.Leaky(), layers.Flatten(),
+                              neurons.LIF(threshold=0.5)), record=True)
+    sizes = ((1, 5, 5), 4)
+    params, s0 = net.init_params(jax.random.PRNGKey(0), sizes), net.init_state(sizes)
+    xs = jax.random.uniform(jax.random.PRNGKey(1), (25, 1, 5, 5))
+    rec = sp.simulate(net, params, s0, xs).outputs
+    fig = plotting.recording(rec, thresholds=net.thresholds)
+    axes = fig.axes
+    assert len(axes) == 4                                  # two layers with potentials, raster + traces each
+    assert axes[0].get_title() == "layer 1: output" and axes[2].get_title() == "layer 3: output"
+    n_spikes = int(np.sum(np.asarray(rec.spikes[1]) > 0))
+    assert n_spikes > 0 and len(axes[0].collections[0].get_offsets()) == n_spikes   # flattened (T, 2·5·5)
+    threshold_lines = [l for l in axes[3].get_lines() if l.get_label() == "threshold"]
+    assert threshold_lines and threshold_lines[0].get_ydata()[0] == 0.5
+    plotting.save(fig, tmp_path / "recording.png")
+    with pytest.raises(ValueError, match="record=True"):
+        plotting.recording(np.zeros((3, 2)))

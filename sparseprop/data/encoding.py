@@ -1,4 +1,5 @@
-"""Spike encoders: turn analogue values (pixel intensities, features) into spike trains.
+"""Spike encoders: turn analogue values (pixel intensities, features) into spike trains, or
+a signal that changes over time into change events (`delta_encode`).
 
 Every encoder is a pure function of its inputs (and of a `jax.random` key where it is
 random), so the same key always gives the same spike train, and each one jits and vmaps.
@@ -12,7 +13,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-__all__ = ["rate_encode", "latency_encode"]
+__all__ = ["rate_encode", "latency_encode", "delta_encode"]
 
 
 def _move_time_axis(spikes, time_axis: int):
@@ -104,3 +105,49 @@ def latency_encode(values, num_steps: int, *, method: str = "linear", tau: float
     steps = jnp.arange(num_steps).reshape((num_steps,) + (1,) * values.ndim)
     spikes = (steps == when[None]) & fires[None]
     return _move_time_axis(spikes.astype(dtype), time_axis)
+
+
+def delta_encode(signal, threshold: float, *, off_spikes: bool = True, time_axis: int = 0, dtype=jnp.float32):
+    """Delta modulation (send-on-delta, as an event camera or a silicon cochlea): a spike
+    whenever the signal has moved by `threshold` from a reference that follows it.
+
+    Deterministic. The reference starts at the first sample; at every step `t`,
+
+        up_t = x_t − ref ≥ θ,   down_t = ref − x_t ≥ θ,   ref ← ref + θ·(up_t − down_t)
+
+    so at most one event per step and input, and the reference moves by one threshold per
+    event (a fast change is spread over several steps, as a real delta modulator's is).
+    snnTorch's `spikegen.delta` compares consecutive samples instead, without a reference.
+
+    **Arguments:**
+
+    - `signal`: samples, time at `time_axis` (`(T, ...)` by default).
+    - `threshold`: θ > 0, in the signal's unit.
+    - `off_spikes`: True: `up − down` (+1 / −1 events in one array); False: two channels
+      stacked on a new axis after time, ON first: `(T, 2, ...)`.
+    - `time_axis`: where time is in `signal` and in the result.
+    - `dtype`: the result's dtype.
+
+    **Returns:**
+
+    `(T, ...)` events in {−1, 0, 1} (`off_spikes=True`), or `(T, 2, ...)` 0/1 ON and OFF
+    events, with time moved back to `time_axis`.
+
+    **Raises:**
+
+    `ValueError` for a non-positive threshold.
+    """
+    if not threshold > 0:
+        raise ValueError(f"threshold must be positive, got {threshold}")
+    x = jnp.moveaxis(jnp.asarray(signal, jnp.float32), time_axis, 0)
+
+    def body(ref, x_t):
+        up = x_t - ref >= threshold
+        down = ref - x_t >= threshold
+        return ref + threshold * (up.astype(ref.dtype) - down.astype(ref.dtype)), (up, down)
+    _, (up, down) = jax.lax.scan(body, x[0], x)
+    if off_spikes:
+        events = up.astype(dtype) - down.astype(dtype)
+    else:
+        events = jnp.stack([up, down], axis=1).astype(dtype)
+    return _move_time_axis(events, time_axis)

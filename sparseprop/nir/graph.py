@@ -19,14 +19,46 @@ def _nir():
     return nir
 
 
-def _endpoint(name, nodes):
-    # NIR edges may name a port ("lif.output", "affine.input"); the node is the prefix.
-    if name in nodes:
-        return name
-    head = name.rsplit(".", 1)[0]
-    if head in nodes:
-        return head
-    raise ValueError(f"NIR edge endpoint {name!r} names no node of the graph (nodes: {', '.join(nodes)})")
+def _flatten(graph, nir, prefix=""):
+    """A graph's nodes and edges with every nested `NIRGraph` node inlined (snnTorch exports a
+    recurrent layer, RLeaky or RSynaptic, as a subgraph).
+
+    Inner nodes are named `sub.node`; an edge into (out of) a subgraph goes to its Input
+    (comes from its Output) node, named either by the subgraph alone (which then must have
+    one) or by `sub.input_name`. An endpoint may also name a port (`lif.output`), which is
+    dropped. The inner Input and Output nodes stay, as pass-through nodes.
+
+    **Returns:** `(nodes, edges, inputs, outputs)`: flat name -> node, edges between flat
+    names, and this graph's own Input and Output names.
+    """
+    nodes, edges, subgraphs = {}, [], {}
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.NIRGraph):
+            sub_nodes, sub_edges, sub_in, sub_out = _flatten(node, nir, f"{prefix}{name}.")
+            nodes.update(sub_nodes)
+            edges += sub_edges
+            subgraphs[name] = {"target": sub_in, "source": sub_out}
+        else:
+            nodes[prefix + name] = node
+
+    def resolve(end, side):
+        if end in subgraphs:
+            ends = subgraphs[end][side]
+            if len(ends) != 1:
+                raise ValueError(f"NIR edge endpoint {end!r} names a subgraph with {len(ends)} "
+                                 f"{'Input' if side == 'target' else 'Output'} nodes: name one ({', '.join(ends)})")
+            return ends[0]
+        if prefix + end in nodes:
+            return prefix + end
+        head = end.rsplit(".", 1)[0]           # a port: "lif.output", "affine.input"
+        if head in subgraphs or prefix + head in nodes:
+            return resolve(head, side)
+        raise ValueError(f"NIR edge endpoint {end!r} names no node of the graph "
+                         f"(nodes: {', '.join(list(graph.nodes))})")
+    edges += [(resolve(a, "source"), resolve(b, "target")) for a, b in graph.edges]
+    inputs = [prefix + n for n, node in graph.nodes.items() if isinstance(node, nir.Input)]
+    outputs = [prefix + n for n, node in graph.nodes.items() if isinstance(node, nir.Output)]
+    return nodes, edges, inputs, outputs
 
 
 def _schedule(nodes, edges, inputs):
@@ -68,7 +100,7 @@ def _schedule(nodes, edges, inputs):
     return order, back
 
 
-def load(graph, dt: float, dtype=None, surrogate=None):
+def load(graph, dt: float | None = None, dtype=None, surrogate=None):
     """Turn a NIR graph into a sparseprop step function, its parameters and its initial state.
 
     Each node's ODE is advanced by one forward-Euler step of length `dt` per call, in NIR's
@@ -80,7 +112,9 @@ def load(graph, dt: float, dtype=None, surrogate=None):
     **Arguments:**
 
     - `graph`: a `nir.NIRGraph`, or the path of a `.nir` file (read with `nir.read`).
-    - `dt`: the time step, in the unit of the graph's time constants and delays.
+    - `dt`: the time step, in the unit of the graph's time constants and delays. None: the
+      graph's `metadata["dt"]` (which `sparseprop.nir.export` writes); a graph without it
+      needs an explicit `dt`.
     - `dtype`: float dtype of parameters and state; default: JAX's default float
       (float64 under `jax_enable_x64`, else float32).
     - `surrogate`: a `sparseprop.surrogates.Surrogate` used by every threshold (default
@@ -100,19 +134,24 @@ def load(graph, dt: float, dtype=None, surrogate=None):
     **Raises:**
 
     `ModuleNotFoundError` without the `nir` package; `NotImplementedError` for an
-    unsupported node type (nested subgraphs included); `ValueError` for a malformed graph
-    or a non-positive `dt`.
+    unsupported node type; `ValueError` for a malformed graph, a non-positive `dt`, or no
+    `dt` given for a graph whose metadata has none. Nested subgraphs are flattened: their
+    nodes are named `sub.node` in `params` and `state0`.
     """
     nir = _nir()
     if isinstance(graph, (str, os.PathLike)):
         graph = nir.read(graph)
+    if dt is None:
+        dt = (graph.metadata or {}).get("dt")
+        if dt is None:
+            raise ValueError("load needs the time step: pass dt=... in the unit of the graph's time constants "
+                             "(e.g. dt=1e-3 for time constants in seconds and 1 ms steps); this graph's "
+                             "metadata has no 'dt' to default to")
+    dt = float(np.asarray(dt))
     if not dt > 0:
         raise ValueError(f"dt must be a positive time step, got {dt}")
     dtype = jnp.zeros(()).dtype if dtype is None else jnp.dtype(dtype)
-    names = dict(graph.nodes)
-    edges = [(_endpoint(a, names), _endpoint(b, names)) for a, b in graph.edges]
-    inputs = [n for n, node in names.items() if isinstance(node, nir.Input)]
-    outputs = [n for n, node in names.items() if isinstance(node, nir.Output)]
+    names, edges, inputs, outputs = _flatten(graph, nir)
     if not inputs or not outputs:
         raise ValueError("a NIR graph needs at least one Input and one Output node")
     nodes = {n: build(n, node, float(dt), dtype, surrogate) for n, node in names.items()}
@@ -154,27 +193,46 @@ def load(graph, dt: float, dtype=None, surrogate=None):
     return model, params, state0
 
 
-def to_nir(graph, params):
-    """The NIR graph `graph` with the trained `params` written into its nodes.
+def to_nir(model, params, *, sizes=None, dt: float | None = None):
+    """A NIR graph of a trained model: a loaded graph with its `params` written back, or a
+    `neurons.Sequential` exported (`sparseprop.nir.export`).
 
     **Arguments:**
 
-    - `graph`: the `nir.NIRGraph` the model was loaded from (it gives the structure).
-    - `params`: parameters as returned by `load` (possibly trained): `params[node][field]`.
+    - `model`: the `nir.NIRGraph` the model was loaded from (it gives the structure), or a
+      `sparseprop.neurons.Sequential`.
+    - `params`: parameters as returned by `load` (possibly trained): `params[node][field]`
+      (a nested subgraph's node as `"sub.node"`); or the Sequential's parameters.
+    - `sizes`, `dt`: for a Sequential only, as for `export`.
 
     **Returns:**
 
-    A new `nir.NIRGraph` with the same nodes, edges and metadata, each parameter field
-    replaced by the trained value (as a float NumPy array of the original shape).
+    A new `nir.NIRGraph`. For a graph: the same nodes, edges and metadata, each parameter
+    field replaced by the trained value (as a float NumPy array of the original shape).
 
     **Raises:**
 
-    `ValueError` if `params` names a node or field the graph lacks, or changes a shape.
+    `ValueError` if `params` names a node or field the graph lacks, or changes a shape;
+    for a Sequential, `TypeError` without `sizes` and `dt`, and as `export`.
     """
     nir = _nir()
+    if not isinstance(model, nir.NIRGraph):
+        from .export import export
+        if sizes is None or dt is None:
+            raise TypeError("to_nir of a Sequential needs sizes=... (as for init_params) and dt=... (the time step)")
+        return export(model, params, sizes, dt)
+    return _write_params(nir, model, params)
+
+
+def _write_params(nir, graph, params):
     nodes = dict(graph.nodes)
+    nested = defaultdict(dict)
     for name, fields in params.items():
         if name not in nodes:
+            head, _, rest = name.partition(".")
+            if rest and isinstance(nodes.get(head), nir.NIRGraph):
+                nested[head][rest] = fields
+                continue
             raise ValueError(f"params has node {name!r}, which the graph lacks (nodes: {', '.join(nodes)})")
         data = nodes[name].to_dict()
         for f, value in fields.items():
@@ -185,23 +243,26 @@ def to_nir(graph, params):
                 raise ValueError(f"params[{name!r}][{f!r}] has shape {new.shape}; the graph's is {old.shape}")
             data[f] = new
         nodes[name] = type(nodes[name]).from_dict(data)
+    for head, sub_params in nested.items():
+        nodes[head] = _write_params(nir, nodes[head], sub_params)
     # The structure is the caller's graph unchanged; shape inference is not re-run, so graphs
     # whose convolution or pooling shapes were left open (type_check=False) round-trip too.
     return nir.NIRGraph(nodes=nodes, edges=list(graph.edges), metadata=dict(graph.metadata or {}),
                         type_check=False)
 
 
-def save(graph, params, path) -> None:
-    """Write the trained model as a NIR file: `nir.write(path, to_nir(graph, params))`.
+def save(model, params, path, *, sizes=None, dt: float | None = None) -> None:
+    """Write the trained model as a NIR file: `nir.write(path, to_nir(model, params, ...))`.
 
     **Arguments:**
 
-    - `graph`: the `nir.NIRGraph` the model was loaded from.
-    - `params`: the (trained) parameters, `params[node][field]`.
+    - `model`: the `nir.NIRGraph` the model was loaded from, or a `neurons.Sequential`.
+    - `params`: the (trained) parameters.
     - `path`: the file to write (conventionally `*.nir`, HDF5).
+    - `sizes`, `dt`: for a Sequential, as for `export`.
 
     **Raises:**
 
     As `to_nir`.
     """
-    _nir().write(path, to_nir(graph, params))
+    _nir().write(path, to_nir(model, params, sizes=sizes, dt=dt))
