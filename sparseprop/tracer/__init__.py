@@ -1,19 +1,19 @@
-"""The tracer: structural analysis of a step's jaxpr and emission of its online program.
+"""The tracer: from a step's jaxpr to its online program, as passes over frozen records.
 
-- `structure.py`: dependency maps (which axes of a variable match which of an input).
-- `rules.py`: one structural rule per primitive family (the place to add a primitive).
-- `convolution.py`: convolutions with a parameter kernel as synapses with weight sharing.
-- `indices.py`: index facts (an `arange` along the neuron axis makes a gather per-neuron).
-- `analysis.py`: walks jaxprs (through jit, checkpoint, custom_jvp/vjp, cond, scan, while)
-  applying the rules; finds synapses and classifies neuron-mixing operations (recurrent,
-  feed-forward, output only).
-- `uniformity.py`: which Jacobian blocks are a scalar times the identity (factorised traces).
-- `linearity.py`: whether a custom_vjp backward rule is linear in the cotangent.
-- `jaxpr_util.py`: small helpers over jaxprs.
-- `interpreter.py`: evaluates a jaxpr with equations replaced (probes, cuts).
-- `seeds.py`: compressed JVP probes.
-- `jacobian.py`: structured Jacobian blocks and their einsum algebra.
-- `methods.py`: exact, e-prop, OSTL-style, SnAp-1 as sets of cut paths or truncations.
-- `program.py`: puts it together into the online step (trace blocks, readout-filtered
-  eligibilities, the learning signal).
+Passes (`passes/`, in order; each a function from records to a record, `records.py`):
+trace the step → classify neuron mixing on the state graph → apply the method's cuts → the JVP
+program of the cut step → its structural analysis → plan the traces (storage kinds, the
+learning-signal form, pruning, probes) → emit the step function (`emit.py`).
+
+- `records.py`: the frozen records (`Step`, `MixingGraph`, `Cuts`, `Jvp`, `Structure`, `Plan`).
+- `storage.py`: storage kinds as types (diagonal, synaptic, dense, factorised, convolution
+  window, readout-filtered, per-edge), each with its update, contraction and description.
+- `methods.py`: exact, e-prop, OSTL, SnAp-1: one object each, whose hooks the planner calls.
+- `analysis.py`: the walker that propagates dependency maps through a jaxpr (structure.py),
+  finds synapses and mixing operations; `rules.py`, `indices.py`, `uniformity.py`,
+  `linearity.py`: what it knows about primitives; `convolution.py`: kernels shared over space;
+  `sparse.py`: sparse synapses (edge lists, BCOO, masked dense weights).
+- `interpreter.py`: evaluates a jaxpr with equations replaced (probes, cuts); `seeds.py`:
+  compressed JVP probes; `jacobian.py`: structured Jacobian blocks and their einsum algebra.
+- `program.py`: `OnlineProgram`, a plan and its emitted functions.
 """
