@@ -51,7 +51,7 @@ class Synapse:
     dimension_numbers: tuple
     out_shape: Tuple[int, ...]
     source: str
-    primitive: str = "dot_general"   # or "conv_general_dilated": a kernel shared over space
+    primitive: str = lax.dot_general_p.name   # or convolution.PRIMITIVE: a kernel shared over space
     params: Optional[dict] = None     # the convolution's parameters (convolution.py)
 
 
