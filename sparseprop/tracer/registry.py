@@ -254,6 +254,7 @@ defelementwise(
     lax.exp_p, lax.exp2_p, lax.expm1_p, lax.integer_pow_p, lax.lgamma_p, lax.log_p, lax.log1p_p,
     lax.logistic_p, lax.max_p, lax.min_p, lax.nextafter_p, lax.pow_p, lax.rem_p, lax.rsqrt_p, lax.sin_p,
     lax.sinh_p, lax.sqrt_p, lax.square_p, lax.tan_p, lax.tanh_p)
+defelementwise(lax.bessel_i0e_p)
 defelementwise(lax.conj_p, lax.imag_p, lax.real_p, linearity="other")
 defelementwise(lax.neg_p, lax.reduce_precision_p, uniformity="pass", linearity="zero_preserving")
 defelementwise(lax.convert_element_type_p, lax.copy_p, uniformity="pass", linearity="zero_preserving",
