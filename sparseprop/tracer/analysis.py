@@ -18,9 +18,8 @@ from typing import Dict, FrozenSet, Hashable, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
-from jax.extend import core as jcore
-
 from jax import lax
+from jax.extend import core as jcore
 
 from . import convolution
 from .errors import UNKNOWN_SOURCE, TracerError, source_line
@@ -129,6 +128,7 @@ class _Walker:
         self.derivative_jaxprs: Dict = {}
         self.key_shapes: Dict[Hashable, Tuple[int, ...]] = {}   # tracked input -> its shape
         self.result = Analysis(outputs=[])
+        self.last_uniform: List = []
         self._note_at: Dict = {}
 
     def source(self, eqn) -> str:
@@ -155,7 +155,7 @@ class _Walker:
     def walk_nested(self, jaxpr, in_deps: List[Deps], path: Path, call_site: str) -> List[Deps]:
         """Output dependencies of a sub-program (a branch, a loop body, a custom JVP) walked
         like the program around it, its notes included, but recording no synapse or mixing."""
-        saved = (self.nested, self.call_site, getattr(self, "last_uniform", None))
+        saved = (self.nested, self.call_site, self.last_uniform)
         self.nested, self.call_site = True, call_site
         try:
             return self.walk(jaxpr, in_deps, path, {})

@@ -6,9 +6,9 @@ of such values. A tangent is *uniform* in an input when it equals c · (that inp
 tangent) with c constant-like: the
 diagonal Jacobian block is a scalar times the identity. When every block feeding a
 synaptic trace is uniform, the trace e[i, l] does not depend on i and is stored as
-ū[l] (a factorised trace, O(m) instead of O(n·m)). Anything not listed here is
-treated as non-uniform, which is always safe. Which primitive is in which class is said
-in registry.py.
+ū[l] (a factorised trace, O(m) instead of O(n·m)). Which primitive is in which
+uniformity class is said in registry.py; a primitive in none is treated as non-uniform,
+which is always safe.
 """
 from __future__ import annotations
 
