@@ -89,7 +89,6 @@ def _zero(eqn, linearity: str, ins) -> bool:
     floats = [k for k, v in enumerate(eqn.invars) if _is_float(v)]
     return ((linearity == "zero_preserving" and bool(ins) and ins[0] == "zero")
             or (linearity == "bilinear" and "zero" in ins)
-            or (linearity == "quotient" and ins[0] == "zero")
             or (linearity == "sum" and all(ins[k] == "zero" for k in floats)))
 
 

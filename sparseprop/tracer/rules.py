@@ -90,13 +90,6 @@ def squeeze_rule(eqn, in_deps):
     return [_move(eqn, in_deps[0], {i: j for j, i in enumerate(kept)})]
 
 
-def expand_dims_rule(eqn, in_deps):
-    nd = _out_ndims(eqn)[0]
-    new = set(d % nd for d in eqn.params["dimensions"])
-    kept = [j for j in range(nd) if j not in new]
-    return [_move(eqn, in_deps[0], dict(enumerate(kept)))]
-
-
 def transpose_rule(eqn, in_deps):
     perm = eqn.params["permutation"]
     return [_move(eqn, in_deps[0], {p: j for j, p in enumerate(perm)})]
