@@ -10,20 +10,20 @@ Entries are keyed by the primitive objects the installed JAX exports (`jax.lax.*
 `jax.extend.core.primitives`); primitives it does not export are named, and every name is
 checked at import against the primitives of the installed JAX: a misspelt or retired name
 raises `RegistryError` instead of being kept silently. `OTHER_JAX_NAMES` lists the names
-that only other JAX versions use (the jit primitive was `pjit`, checkpoint was
+that only other JAX versions use (the jit primitive was `pjit`, the remat primitive
 `checkpoint`, ...): they are skipped where absent. A primitive with no entry gets the
 sound fallback: every output depends densely on every input, and the walker notes it.
 """
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, replace
-from typing import Callable, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
 
 import jax
 import jax.numpy as jnp
 from jax import lax
-from jax._src import core as _core
+from jax.extend.core import Primitive
 from jax.extend.core import primitives as xp
 
 from . import indices, rules
@@ -137,7 +137,7 @@ def installed_primitives() -> Dict[str, List[object]]:
         if module is None or not (module_name == "jax" or module_name.startswith("jax.")):
             continue
         for value in list(vars(module).values()):
-            if isinstance(value, _core.Primitive) and value not in found.setdefault(value.name, []):
+            if isinstance(value, Primitive) and value not in found.setdefault(value.name, []):
                 found[value.name].append(value)
     return found
 
@@ -148,7 +148,7 @@ _TABLE: Dict[object, PrimitiveInfo] = {}
 
 def _resolve(spec) -> List[object]:
     """The primitive objects for `spec`: a primitive, or the name of one (checked)."""
-    if isinstance(spec, _core.Primitive):
+    if isinstance(spec, Primitive):
         return [spec]
     if spec in _INSTALLED:
         return list(_INSTALLED[spec])
