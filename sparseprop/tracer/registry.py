@@ -131,7 +131,13 @@ class PrimitiveInfo:
 
 
 def installed_primitives() -> Dict[str, List[object]]:
-    """`{name: [primitive, ...]}` of every primitive object the loaded JAX modules hold."""
+    """The primitives of the installed JAX.
+
+    **Returns:**
+
+    `{name: [primitive, ...]}` for every primitive object that a loaded `jax` module holds
+    (a name may in principle belong to more than one object).
+    """
     found: Dict[str, List[object]] = {}
     for module_name, module in list(sys.modules.items()):
         if module is None or not (module_name == "jax" or module_name.startswith("jax.")):
@@ -158,7 +164,19 @@ def _resolve(spec) -> List[object]:
 
 
 def register(*prims, **fields) -> None:
-    """One record per primitive in `prims` (primitives or names), with `fields` of `PrimitiveInfo`."""
+    """Add one record per primitive; the `def*` helpers below call this with their family's fields.
+
+    **Arguments:**
+
+    - `prims`: JAX primitives (`jax.lax.exp_p`), or names of primitives the installed JAX has
+      but does not export (a name in `OTHER_JAX_NAMES` is skipped where absent).
+    - `fields`: fields of `PrimitiveInfo` other than `primitive`.
+
+    **Raises:**
+
+    `RegistryError` for a name no primitive of the installed JAX has, or a primitive
+    registered before (nothing is added then).
+    """
     for spec in prims:
         for p in _resolve(spec):
             if p in _TABLE:
