@@ -177,11 +177,12 @@ def register(*prims, **fields) -> None:
     `RegistryError` for a name no primitive of the installed JAX has, or a primitive
     registered before (nothing is added then).
     """
-    for spec in prims:
-        for p in _resolve(spec):
-            if p in _TABLE:
-                raise RegistryError(f"primitive {p.name!r} registered twice")
-            _TABLE[p] = PrimitiveInfo(primitive=p, **fields)
+    found = [p for spec in prims for p in _resolve(spec)]
+    for p in found:
+        if p in _TABLE or found.count(p) > 1:
+            raise RegistryError(f"primitive {p.name!r} registered twice")
+    for p in found:
+        _TABLE[p] = PrimitiveInfo(primitive=p, **fields)
 
 
 def defelementwise(*prims, **fields) -> None:
