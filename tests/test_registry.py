@@ -43,6 +43,9 @@ def test_a_name_no_primitive_has_fails_loudly(name):
 def test_a_primitive_registered_twice_fails_loudly():
     with pytest.raises(registry.RegistryError, match="'sin' registered twice"):
         registry.defelementwise(lax.sin_p)
+    with pytest.raises(registry.RegistryError, match="'sin' registered twice"):
+        registry.defelementwise(lax.sort_p, lax.sin_p)
+    assert not registry.lookup(lax.sort_p).known     # nothing was added
 
 
 def test_names_of_other_jax_versions_are_registered_where_this_jax_has_them():
