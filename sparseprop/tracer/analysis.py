@@ -6,6 +6,10 @@ Two uses share this walker:
   `dot_general`s where a parameter's tangent meets a tangent-free operand;
 - on the step itself, to find the operations that mix neurons of the previous state
   (`mode="mixing"`), which approximate methods cut.
+
+What the walker knows about each primitive comes from registry.py. Sub-programs of control
+flow (cond branches, scan and while bodies) and the JVP rules of custom-derivative calls are
+walked by the same walker, so what it notes there reaches the same `Analysis.notes`.
 """
 from __future__ import annotations
 
@@ -14,13 +18,15 @@ from typing import Dict, FrozenSet, Hashable, List, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 from jax.extend import core as jcore
 
 from . import convolution
-from .errors import UNKNOWN_SOURCE, source_line
-from .indices import index_fact
-from .jaxpr_util import CALLS, CUSTOM_DERIVATIVE, sub_jaxpr
-from .rules import RULES, apply_rule
+from .errors import UNKNOWN_SOURCE, TracerError, source_line
+from .interpreter import custom_function_name, forward, jvp_rule_name
+from .jaxpr_util import sub_jaxpr
+from .linearity import affine_equation
+from .registry import CONSERVATIVE, PrimitiveInfo, lookup
 from .structure import Deps, identity_map, lost_matches, merge_deps
 from .uniformity import constant_like, uniform_keys
 
@@ -44,7 +50,7 @@ class Synapse:
     dimension_numbers: tuple
     out_shape: Tuple[int, ...]
     source: str
-    primitive: str = "dot_general"   # or "conv_general_dilated": a kernel shared over space
+    primitive: str = lax.dot_general_p.name   # or convolution.PRIMITIVE: a kernel shared over space
     params: Optional[dict] = None     # the convolution's parameters (convolution.py)
 
 
@@ -84,9 +90,31 @@ class Analysis:
     notes: List[Note] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class MixTag:
+    """A tracked pseudo-input standing for the result of the mixing equation at `path`."""
+    path: Path
+
+
 def _single(v) -> bool:
     """One entry (rank 0, or every axis of size 1): equal at every index once broadcast."""
     return all(d == 1 for d in getattr(v.aval, "shape", ()))
+
+
+@dataclass(frozen=True)
+class _Context:
+    """What a structural rule may ask of the walker about the equation at `here`
+    (see rules.py): its operands' index facts, and nested walks of its sub-programs."""
+    walker: "_Walker"
+    here: Path
+    facts: List
+    source: str
+
+    def walk(self, jaxpr, in_deps: List[Deps], branch: Path = ()) -> List[Deps]:
+        return self.walker.walk_nested(jaxpr, in_deps, self.here + branch, self.source)
+
+    def derivative(self, eqn):
+        return self.walker.derivative(eqn, self.source)
 
 
 class _Walker:
@@ -96,14 +124,51 @@ class _Walker:
         self.cut = cut
         self.classify = classify
         self.call_site = None
+        self.nested = False      # inside a branch, a loop body or a custom JVP: no synapse, no mixing
         self.derivative_jaxprs: Dict = {}
         self.key_shapes: Dict[Hashable, Tuple[int, ...]] = {}   # tracked input -> its shape
         self.result = Analysis(outputs=[])
+        self.last_uniform: List = []
+        self._note_at: Dict = {}
 
     def source(self, eqn) -> str:
-        """The user's line for `eqn`; inside library calls (jnp.sort is a jit), the call site's."""
+        """The user's line for `eqn`; inside library calls (jnp.sort is a jit) and nested
+        programs, the call site's when `eqn` has none of its own."""
         line = source_line(eqn)
         return self.call_site if line == UNKNOWN_SOURCE and self.call_site else line
+
+    def note(self, note: Note):
+        """Record `note` once: a loop body is walked to a fixed point, a mixing candidate once
+        per operand; the lost axes of repeated notes are merged."""
+        key = (note.path, note.primitive, note.what)
+        if key not in self._note_at:
+            self._note_at[key] = len(self.result.notes)
+            self.result.notes.append(note)
+            return
+        k = self._note_at[key]
+        old = self.result.notes[k]
+        lost = dict(old.lost)
+        for q, axes in note.lost.items():
+            lost[q] = tuple(sorted(set(lost.get(q, ())) | set(axes)))
+        self.result.notes[k] = Note(old.path, old.primitive, old.source, old.what, lost)
+
+    def walk_nested(self, jaxpr, in_deps: List[Deps], path: Path, call_site: str) -> List[Deps]:
+        """Output dependencies of a sub-program (a branch, a loop body, a custom JVP) walked
+        like the program around it, its notes included, but recording no synapse or mixing."""
+        saved = (self.nested, self.call_site, self.last_uniform)
+        self.nested, self.call_site = True, call_site
+        try:
+            return self.walk(jaxpr, in_deps, path, {})
+        finally:
+            self.nested, self.call_site, self.last_uniform = saved
+
+    def derivative(self, eqn, source: str):
+        """`(closed JVP jaxpr, differentiable input indices)` of a custom-derivative call,
+        traced once per equation (the mixing pass asks once per operand)."""
+        if id(eqn) not in self.derivative_jaxprs:
+            # eqn kept alive: its id stays unique
+            self.derivative_jaxprs[id(eqn)] = (eqn, _derivative_jaxpr(eqn, source))
+        return self.derivative_jaxprs[id(eqn)][1]
 
     def walk(self, jaxpr, in_deps: List[Deps], path: Path, raw: Dict, in_uniform=None, in_const=None,
              in_facts=None):
@@ -126,48 +191,43 @@ class _Walker:
         def read(v):
             return {} if isinstance(v, jcore.Literal) else env.get(v, {})
 
-        def read_const(v):
-            return isinstance(v, jcore.Literal) or const.get(v, _single(v))
-
         def read_uni(v):
             return frozenset() if isinstance(v, jcore.Literal) else uni.get(v, frozenset())
 
         for i, eqn in enumerate(jaxpr.eqns):
             here = path + (i,)
+            info = lookup(eqn)
             ins = [read(v) for v in eqn.invars]
-            ins_const = [read_const(v) for v in eqn.invars]
+            ins_const = [isinstance(v, jcore.Literal) or const.get(v, _single(v)) for v in eqn.invars]
             ins_uni = [read_uni(v) for v in eqn.invars]
-            self.facts = [None if isinstance(v, jcore.Literal) else facts.get(v) for v in eqn.invars]
-            name = eqn.primitive.name
+            ctx = _Context(self, here, [None if isinstance(v, jcore.Literal) else facts.get(v) for v in eqn.invars],
+                           self.source(eqn))
+            if info.kind == "custom_derivative":
+                ctx.derivative(eqn)      # checks the user's rule wherever it is called
             outs_uni = None
             if not any(ins):
                 outs = [{} for _ in eqn.outvars]
-                for v, f in zip(eqn.outvars, index_fact(eqn, self.facts)):
+                for v, f in zip(eqn.outvars, info.index_fact(eqn, ctx.facts) if info.index_fact else []):
                     if f is not None:
                         facts[v] = f
-            elif name in CALLS and sub_jaxpr(eqn)[0] is not None:
-                sub, consts = sub_jaxpr(eqn)
-                inner_raw = {iv: raw[ov] for iv, ov in zip(sub.invars, eqn.invars)
-                             if not isinstance(ov, jcore.Literal) and ov in raw}
-                outer_site, self.call_site = self.call_site, self.source(eqn)
-                outs = self.walk(sub, ins, here, inner_raw, ins_uni, ins_const, self.facts)
-                self.call_site = outer_site
-                outs_uni = self.last_uniform
-            elif here in self.projections:
+            elif info.kind == "call" and sub_jaxpr(eqn)[0] is not None:
+                outs, outs_uni = self._call(eqn, ins, ctx, raw, ins_uni, ins_const)
+            elif here in self.projections and not self.nested:
                 key = self.projections[here]
                 self.key_shapes[key] = tuple(eqn.outvars[0].aval.shape)
                 outs = [{key: identity_map(len(eqn.outvars[0].aval.shape))}]
                 outs_uni = [frozenset([key])]
-            elif self.mode == "jacobian" and name in SYNAPSE_PRIMITIVES and self._synapse(eqn, ins, here, raw):
+            elif (self.mode == "jacobian" and info.synapse and not self.nested
+                  and self._synapse(eqn, ins, here, raw)):
                 key = self.result.synapses[-1].key
                 outs = [{key: identity_map(len(eqn.outvars[0].aval.shape))}]
                 outs_uni = [frozenset([key])]
             else:
-                outs = self._leaf(eqn, ins, here)
+                outs = self._leaf(eqn, info, ins, ctx)
             if outs_uni is None:
                 outs_uni = uniform_keys(eqn, ins, ins_uni, ins_const)
             out_const = (not any(ins)) and constant_like(eqn, ins_const)
-            if name == "transpose" and eqn.invars[0] in raw:
+            if eqn.primitive is lax.transpose_p and eqn.invars[0] in raw:
                 key, perm = raw[eqn.invars[0]]
                 raw = dict(raw)
                 raw[eqn.outvars[0]] = (key, tuple(perm[p] for p in eqn.params["permutation"]))
@@ -178,6 +238,16 @@ class _Walker:
                 const[v] = out_const
         self.last_uniform = [read_uni(v) for v in jaxpr.outvars]
         return [read(v) for v in jaxpr.outvars]
+
+    def _call(self, eqn, ins, ctx: _Context, raw, ins_uni, ins_const):
+        """A call (jit, checkpoint) walked in place: synapses and mixing inside it count."""
+        sub, _ = sub_jaxpr(eqn)
+        inner_raw = {iv: raw[ov] for iv, ov in zip(sub.invars, eqn.invars)
+                     if not isinstance(ov, jcore.Literal) and ov in raw}
+        outer_site, self.call_site = self.call_site, ctx.source
+        outs = self.walk(sub, ins, ctx.here, inner_raw, ins_uni, ins_const, ctx.facts)
+        self.call_site = outer_site
+        return outs, self.last_uniform
 
     def _sized(self, deps: Deps, v) -> Deps:
         """Keep a match only where the input and `v` have the same size along it (every rule
@@ -190,57 +260,40 @@ class _Walker:
                 j if j is None or ks[k] == shape[j] else None for k, j in enumerate(m))
         return out
 
-    def _rule_or_body(self, eqn, ins, here):
-        name = eqn.primitive.name
-        if name in CUSTOM_DERIVATIVE:
-            return derivative_structure(eqn, ins, self.derivative_jaxprs)
-        if name == "cond":
-            outs = None
-            for br in eqn.params["branches"]:
-                o = _Walker("opaque").walk(br.jaxpr, list(ins[1:]), here, {})
-                outs = o if outs is None else [merge_deps(a, b) for a, b in zip(outs, o)]
-            return outs
-        if name == "scan":
-            return scan_structure(eqn, ins)
-        if name == "while":
-            return while_structure(eqn, ins)
-        return apply_rule(eqn, ins, self.facts)
-
-    def _leaf(self, eqn, ins, here):
-        name = eqn.primitive.name
-        if name not in RULES and name not in CUSTOM_DERIVATIVE and name not in LOOPS_AND_BRANCHES:
-            self.result.notes.append(Note(here, name, self.source(eqn),
-                                          "no structural rule: treated as mixing every entry"))
-        if self.mode == "jacobian" and name in INDEX_MAPS:
-            self._note_lost_structure(eqn, ins, here)
-        if self.mode != "mixing":
-            return self._rule_or_body(eqn, ins, here)
+    def _leaf(self, eqn, info: PrimitiveInfo, ins, ctx: _Context):
+        structure = info.structure or CONSERVATIVE
+        if not info.known:
+            self.note(Note(ctx.here, info.name, ctx.source, "no structural rule: treated as mixing every entry"))
+        if self.mode == "jacobian" and info.index_map:
+            self._note_lost_structure(eqn, structure, ins, ctx)
+        if self.mode != "mixing" or self.nested:
+            return structure(eqn, ins, ctx)
         ins = list(ins)
         mixes = False
         for k, d in enumerate(ins):
             if not d:
                 continue
             alone = [d if j == k else {} for j in range(len(ins))]
-            lost = lost_matches(d, merge_deps(*self._rule_or_body(eqn, alone, here)))
+            lost = lost_matches(d, merge_deps(*structure(eqn, alone, ctx)))
             # only the neuron axis counts: mixing compartments or delay taps of one
             # neuron (the other axes of a state leaf) stays within the neuron
             lost = {key: axes for key, axes in lost.items() if NEURON_AXIS in axes}
             if lost:
                 mixes = True
-                mix = Mixing(here, name, k, tuple(sorted(lost, key=str)), self.source(eqn))
+                mix = Mixing(ctx.here, info.name, k, tuple(sorted(lost, key=str)), ctx.source)
                 self.classify(mix)
                 self.result.mixing.append(mix)
                 if self.cut(mix):
                     # what follows sees the model with this operand cut (tags of earlier
                     # mixing results pass on: they record reachability, not derivatives)
                     ins[k] = {key: m for key, m in d.items() if isinstance(key, MixTag)}
-        outs = self._rule_or_body(eqn, ins, here)
+        outs = structure(eqn, ins, ctx)
         if mixes:
             # tag the result, so the outputs it reaches can be read off the final dependencies
-            outs = [{**d, MixTag(here): ()} for d in outs]
+            outs = [{**d, MixTag(ctx.here): ()} for d in outs]
         return outs
 
-    def _note_lost_structure(self, eqn, ins, here):
+    def _note_lost_structure(self, eqn, structure, ins, ctx: _Context):
         """A layout operation that moves entries (an offset, a size change, a merge of axes,
         a permutation) loses their matches: say so, since the traces through it are denser
         than the model needs."""
@@ -248,13 +301,13 @@ class _Walker:
         for k, d in enumerate(ins):
             if d:
                 alone = [d if j == k else {} for j in range(len(ins))]
-                for key, axes in lost_matches(d, merge_deps(*self._rule_or_body(eqn, alone, here))).items():
+                for key, axes in lost_matches(d, merge_deps(*structure(eqn, alone, ctx))).items():
                     lost[key] = tuple(sorted(set(lost.get(key, ())) | set(axes)))
         if lost:
-            self.result.notes.append(Note(here, eqn.primitive.name, self.source(eqn),
-                                          "moves entries (an offset, a size change, a merge of axes or a "
-                                          "permutation), so the tracer no longer matches them one to one: "
-                                          "the traces through it are stored dense along", lost))
+            self.note(Note(ctx.here, eqn.primitive.name, ctx.source,
+                           "moves entries (an offset, a size change, a merge of axes or a "
+                           "permutation), so the tracer no longer matches them one to one: "
+                           "the traces through it are stored dense along", lost))
 
     def _synapse(self, eqn, ins, here, raw) -> bool:
         if eqn.primitive.name == convolution.PRIMITIVE:
@@ -285,76 +338,15 @@ class _Walker:
         return False
 
 
-LOOPS_AND_BRANCHES = {"cond", "scan", "while"}
-SYNAPSE_PRIMITIVES = {"dot_general", convolution.PRIMITIVE}
+def _derivative_jaxpr(eqn, source: str):
+    """`(closed jaxpr, diff)`: the JVP of a custom-derivative call as a program of the
+    primals and then the tangents of the differentiable inputs `diff`.
 
+    **Raises:**
 
-@dataclass(frozen=True)
-class MixTag:
-    """A tracked pseudo-input standing for the result of the mixing equation at `path`."""
-    path: Path
-
-# Layout primitives: every entry moves somewhere, so a lost match is lost structure (not a sum).
-INDEX_MAPS = {"slice", "pad", "concatenate", "split", "reshape", "gather", "scatter", "scatter-add",
-              "scatter_add", "scatter-mul", "scatter_mul", "dynamic_slice", "dynamic_update_slice",
-              "rev", "tile"}
-
-
-def _loop_fixed_point(body, carry: List[Deps], run) -> List[Deps]:
-    """Carry dependencies of a loop: iterate the body's structure until nothing changes
-    (maps only lose matches, so this ends)."""
-    while True:
-        new = [merge_deps(c, o) for c, o in zip(carry, run(carry))]
-        if new == carry:
-            return carry
-        carry = new
-
-
-def scan_structure(eqn, ins: List[Deps]) -> List[Deps]:
-    """`lax.scan` (and static `fori_loop`): consts, carry and sliced xs through the body."""
-    body = eqn.params["jaxpr"].jaxpr
-    nc, nk = eqn.params["num_consts"], eqn.params["num_carry"]
-    consts, carry, xs = ins[:nc], list(ins[nc:nc + nk]), ins[nc + nk:]
-    # a slice x[t] drops the scanned axis 0: its matches move down one axis
-    sliced = [{key: tuple(None if j in (None, 0) else j - 1 for j in m) for key, m in d.items()} for d in xs]
-
-    def run(c):
-        return _Walker("opaque").walk(body, list(consts) + list(c) + sliced, (), {})[:nk]
-    carry = _loop_fixed_point(body, carry, run)
-    outs = _Walker("opaque").walk(body, list(consts) + list(carry) + sliced, (), {})
-    # stacked outputs gain the scanned axis in front
-    ys = [{key: tuple(None if j is None else j + 1 for j in m) for key, m in d.items()} for d in outs[nk:]]
-    return list(carry) + ys
-
-
-def while_structure(eqn, ins: List[Deps]) -> List[Deps]:
-    """`lax.while_loop`: the body's carry structure to a fixed point (the predicate has no derivative)."""
-    body = eqn.params["body_jaxpr"].jaxpr
-    cn, bn = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
-    consts, carry = ins[cn:cn + bn], list(ins[cn + bn:])
-
-    def run(c):
-        return _Walker("opaque").walk(body, list(consts) + list(c), (), {})
-    return _loop_fixed_point(body, carry, run)
-
-
-def derivative_structure(eqn, ins: List[Deps], cache: Optional[Dict] = None) -> List[Deps]:
-    """Structure of a custom-derivative call, read from the JVP the user defined for it.
-
-    Its primal body is no guide: a Heaviside spike has zero derivative there, while
-    its surrogate derivative is what flows. `cache` keeps the traced JVP per equation
-    (the mixing pass asks once per operand).
+    `TracerError` if the user's JVP rule is not linear in the tangents (a custom_vjp's
+    backward rule is checked when the interpreter transposes it).
     """
-    cache = {} if cache is None else cache
-    if id(eqn) not in cache:
-        cache[id(eqn)] = (eqn, _derivative_jaxpr(eqn))   # eqn kept alive: its id stays unique
-    closed, diff = cache[id(eqn)][1]
-    in_deps = [{} for _ in eqn.invars] + [ins[i] for i in diff]
-    return _Walker("opaque").walk(closed.jaxpr, in_deps, (), {})
-
-
-def _derivative_jaxpr(eqn):
-    from .interpreter import forward
     avals = [jax.ShapeDtypeStruct(v.aval.shape, v.aval.dtype) for v in eqn.invars]
     diff = [i for i, a in enumerate(avals) if jnp.issubdtype(a.dtype, jnp.inexact)]
 
@@ -366,7 +358,31 @@ def _derivative_jaxpr(eqn):
             return forward(eqn, args)
         return jax.jvp(f, [primals[i] for i in diff], list(tangents))[1]
 
-    return jax.make_jaxpr(tangents_out)(avals, [avals[i] for i in diff]), diff
+    closed = jax.make_jaxpr(tangents_out)(avals, [avals[i] for i in diff])
+    if lookup(eqn).forward is None:
+        _check_linear_in_tangent(eqn, closed.jaxpr, len(avals), source)
+    return closed, diff
+
+
+def _check_linear_in_tangent(eqn, jaxpr, n_primals: int, source: str):
+    """Forward mode pushes every tangent (each probe column) through a custom JVP rule:
+    a term without the tangent, or a non-linear use of it, is added to every column and
+    silently wrong, so such a rule is refused."""
+    found = affine_equation(jaxpr, [k >= n_primals for k in range(len(jaxpr.invars))])
+    if found is None:
+        return
+    rule = jvp_rule_name(eqn)
+    how = (f"its `{found.primitive.name}` adds a term that does not scale with the tangent, or uses "
+           f"the tangent non-linearly" if hasattr(found, "primitive")
+           else "it returns a tangent that does not depend on the input tangent")
+    raise TracerError(
+        f"the custom_jvp function {custom_function_name(eqn)}, called at {source}, has a JVP rule"
+        f"{' ' + rule if rule else ''} that is not linear in the tangent ({how}). Forward mode pushes "
+        f"every tangent through this rule, so it must return a tangent linear in the input tangents: "
+        f"`s(u) * du` with s computed from the primal inputs only, and no term without du (not "
+        f"`du * s(u) + c`, not a constant such as `jnp.ones_like(u)`, not `du * du`). Rewrite the "
+        f"rule that way (or use sparseprop.spike / sparseprop.surrogates); reverse mode (jax.grad, "
+        f"sparseprop.bptt_grad) drops a term without du silently, so the two would disagree.")
 
 
 def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
@@ -392,6 +408,8 @@ def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
 
     An `Analysis` with the output dependencies and what was recorded.
     """
+    if mode not in ("jacobian", "mixing"):
+        raise ValueError(f"mode must be 'jacobian' or 'mixing', not {mode!r}")
     walker = _Walker(mode, cut, classify, projections)
     for v, deps in zip(jaxpr.invars, in_deps):
         for key, m in deps.items():

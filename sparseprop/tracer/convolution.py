@@ -25,7 +25,7 @@ from jax.extend import core as jcore
 
 from . import jacobian as jac
 
-PRIMITIVE = "conv_general_dilated"
+PRIMITIVE = lax.conv_general_dilated_p.name   # the name synapses record (analysis.Synapse.primitive)
 
 
 def is_conv_synapse(eqn, ins, raw) -> Optional[Tuple[object, Tuple[int, ...]]]:

@@ -9,6 +9,10 @@ A fact about an integer variable `v` is a tuple with one entry per index-vector 
 (the entries of v's last axis): `a` when `v[..., c]` equals the position along v's axis `a`
 (for every index), else `None`. A whole iota (`v[α] == α[a]`) is stored as `("all", a)`,
 and a predicate false everywhere as `("false",)`.
+
+Each `*_fact(eqn, facts)` below is the index-fact rule of the primitives that registry.py
+gives it: the facts of `eqn`'s outputs (one per output, None where nothing is known) from
+its operands' facts, for an equation with no tangent input.
 """
 from __future__ import annotations
 
@@ -30,36 +34,49 @@ def columns(fact: Fact, shape) -> Optional[tuple]:
     return fact
 
 
-def index_fact(eqn, facts: Sequence[Fact]) -> list:
-    """Facts about `eqn`'s outputs from its operands' (an equation with no tangent input)."""
-    name = eqn.primitive.name
-    out = [None for _ in eqn.outvars]
-    shapes = [getattr(v.aval, "shape", ()) for v in eqn.invars]
-    if name == "iota":
-        out[0] = ("all", eqn.params["dimension"])
-    elif name in ("convert_element_type", "copy", "copy_p") and facts[0] is not None:
-        out[0] = facts[0]
-    elif name == "broadcast_in_dim" and facts[0] is not None and facts[0][0] == "all":
-        a = facts[0][1]
-        d = eqn.params["broadcast_dimensions"][a]
-        if shapes[0][a] == eqn.params["shape"][d]:
-            out[0] = ("all", d)
-    elif name == "select_n" and facts[0] == ("false",):
-        out[0] = facts[1]
-    elif name == "lt" and _always_false_compare(eqn, facts):
-        out[0] = ("false",)   # `arange(n) < 0`: JAX's negative-index normalisation
-    elif name == "concatenate" and eqn.params["dimension"] == len(eqn.outvars[0].aval.shape) - 1:
-        cols = [columns(f, s) for f, s in zip(facts, shapes)]
-        if any(c is not None for c in cols):
-            out[0] = tuple(x for c, s in zip(cols, shapes) for x in (c or (None,) * s[-1]))
-    return out
+def iota_fact(eqn, facts: Sequence[Fact]) -> list:
+    """`iota`: the whole array counts along its `dimension`."""
+    return [("all", eqn.params["dimension"])]
 
 
-def _always_false_compare(eqn, facts: Sequence[Fact]) -> bool:
+def same_fact(eqn, facts: Sequence[Fact]) -> list:
+    """A value-preserving copy (`convert_element_type`, `copy`): the operand's fact."""
+    return [facts[0]]
+
+
+def broadcast_fact(eqn, facts: Sequence[Fact]) -> list:
+    """`broadcast_in_dim` of an iota: an iota along the axis its counting axis goes to
+    (unless that axis is broadcast from size 1)."""
     if facts[0] is None or facts[0][0] != "all":
-        return False
+        return [None]
+    a = facts[0][1]
+    d = eqn.params["broadcast_dimensions"][a]
+    return [("all", d) if eqn.invars[0].aval.shape[a] == eqn.params["shape"][d] else None]
+
+
+def select_fact(eqn, facts: Sequence[Fact]) -> list:
+    """`select_n(pred, a, b)` with a predicate false everywhere: case `a`'s fact."""
+    return [facts[1] if facts[0] == ("false",) else None]
+
+
+def negative_index_fact(eqn, facts: Sequence[Fact]) -> list:
+    """`lt`: `arange(n) < 0` (JAX's negative-index normalisation) is false everywhere."""
+    if facts[0] is None or facts[0][0] != "all":
+        return [None]
     rhs = eqn.invars[1]
-    return isinstance(rhs, jcore.Literal) and np.all(np.asarray(rhs.val) <= 0)
+    false = isinstance(rhs, jcore.Literal) and np.all(np.asarray(rhs.val) <= 0)
+    return [("false",) if false else None]
+
+
+def concatenate_fact(eqn, facts: Sequence[Fact]) -> list:
+    """Index vectors assembled along the last axis: the components of each operand."""
+    if eqn.params["dimension"] != len(eqn.outvars[0].aval.shape) - 1:
+        return [None]
+    shapes = [getattr(v.aval, "shape", ()) for v in eqn.invars]
+    cols = [columns(f, s) for f, s in zip(facts, shapes)]
+    if all(c is None for c in cols):
+        return [None]
+    return [tuple(x for c, s in zip(cols, shapes) for x in (c or (None,) * s[-1]))]
 
 
 def batch_axes(indices_ndim: int, index_vector_dim: int) -> list:

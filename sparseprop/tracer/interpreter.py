@@ -16,8 +16,9 @@ import jax
 import jax.numpy as jnp
 
 from .errors import UNKNOWN_SOURCE, TracerError, source_line
-from .jaxpr_util import CALLS, sub_jaxpr
+from .jaxpr_util import sub_jaxpr
 from .linearity import affine_equation
+from .registry import entries, lookup
 
 Override = Callable[[object, list], list]
 
@@ -52,7 +53,7 @@ def evaluate(jaxpr, consts: Sequence, args: Sequence, overrides: Dict[Tuple[int,
         name = eqn.primitive.name
         if here in overrides:
             outs = overrides[here](eqn, invals)
-        elif name in CALLS and sub_jaxpr(eqn)[0] is not None:
+        elif lookup(eqn).kind == "call" and sub_jaxpr(eqn)[0] is not None:
             sub, sub_consts = sub_jaxpr(eqn)
             # equations inside library calls (jnp.pad is a jit) keep the user's call site
             with _user_context(eqn):
@@ -122,17 +123,30 @@ def custom_function_name(eqn) -> str:
     """`'name' (defined at file:line)` of the user's function behind a custom-derivative call."""
     for key in ("call_jaxpr", "fun_jaxpr", "jaxpr"):
         j = eqn.params.get(key)
-        info = getattr(getattr(j, "jaxpr", j), "debug_info", None)
-        src = getattr(info, "func_src_info", None)
-        if src:
-            name, _, where = src.partition(" at ")
-            return f"'{name}' (defined at {where})" if where else f"'{name}'"
+        name = _described(getattr(getattr(j, "jaxpr", j), "debug_info", None))
+        if name:
+            return name
     return f"'{eqn.params.get('name', eqn.primitive.name)}'"
 
 
-FORWARD_DIFFERENTIABLE = {"custom_vjp_call": forward_custom_vjp, "custom_vjp_call_jaxpr": forward_custom_vjp}
+def jvp_rule_name(eqn) -> str:
+    """`'name' (defined at file:line)` of the JVP rule of a custom_jvp call, or ''."""
+    return _described(getattr(eqn.params.get("jvp_jaxpr_fun"), "debug_info", None))
+
+
+def _described(debug_info) -> str:
+    src = getattr(debug_info, "func_src_info", None)
+    if not src:
+        return ""
+    name, _, where = src.partition(" at ")
+    return f"'{name}' (defined at {where})" if where else f"'{name}'"
+
+
+# `evaluate(..., by_primitive=FORWARD_DIFFERENTIABLE)`: every primitive with a forward
+# override in registry.py (custom_vjp calls), by name.
+FORWARD_DIFFERENTIABLE = {info.name: info.forward for info in entries() if info.forward is not None}
 
 
 def forward(eqn, invals):
     """Apply `eqn` in a form that jax.jvp can differentiate."""
-    return FORWARD_DIFFERENTIABLE.get(eqn.primitive.name, bind)(eqn, invals)
+    return (lookup(eqn).forward or bind)(eqn, invals)

@@ -4,15 +4,11 @@ from __future__ import annotations
 from jax._src.interpreters import partial_eval as pe
 from jax.extend import core as jcore
 
-# Primitives whose sub-program is walked (and rewritten) equation by equation.
-CALLS = {"jit", "pjit", "closed_call", "core_call", "remat", "remat2", "checkpoint"}
-# Primitives whose sub-program defines a primal with a user-chosen derivative: their
-# structure is read from the derivative, and they are rewritten only as a whole.
-CUSTOM_DERIVATIVE = {"custom_jvp_call", "custom_vjp_call", "custom_vjp_call_jaxpr"}
-
 
 def sub_jaxpr(eqn):
-    """`(jaxpr, consts)` of a call-like equation, or `(None, ())`."""
+    """`(jaxpr, consts)` of an equation with a `jaxpr` / `call_jaxpr` parameter (a call, a
+    custom-derivative call, a scan), or `(None, ())`. Which of them the walker follows as a
+    call is said in registry.py."""
     p = eqn.params
     j = p.get("jaxpr", p.get("call_jaxpr"))
     if j is None:

@@ -1,43 +1,25 @@
-"""One structural rule per primitive family: how dependency maps flow through an equation.
+"""The structural rules: how dependency maps flow through an equation, one rule per family.
 
 A rule takes the equation and the `Deps` of each input variable and returns the `Deps`
-of each output variable. The table `RULES` maps primitive names to rules; a primitive
-missing from it gets `conservative_rule` (every output depends densely on every input),
-which is always sound. Primitives that carry sub-programs (jit, custom_jvp_call, cond)
-are walked by `analysis.py`, not here.
+of each output variable; rules of gather and scatter also read the index facts of their
+integer operands (indices.py). registry.py says which primitive has which rule; a
+primitive it does not know gets `conservative_rule` (every output depends densely on
+every input), which is always sound. Calls (jit, checkpoint) are walked by analysis.py.
+
+The rules of control flow and custom derivatives (`cond_structure`, `scan_structure`,
+`while_structure`, `custom_derivative_structure`) walk sub-programs: they take a third
+argument, the walker's context, with `ctx.walk(jaxpr, in_deps, branch)` (the output `Deps`
+of a nested program, whose notes go to the same analysis) and `ctx.derivative(eqn)` (the
+traced JVP of a custom-derivative call and the indices of its differentiable inputs).
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Sequence
-
-import jax.numpy as jnp
+from typing import Callable, List, Sequence
 
 from .indices import batch_axes, columns
 from .structure import Deps, free_all, merge_deps, remap_axes
 
 Rule = Callable[[object, Sequence[Deps]], List[Deps]]
-
-ELEMENTWISE = {
-    "abs", "acos", "acosh", "add", "add_any", "asin", "asinh", "atan", "atan2", "atanh",
-    "cbrt", "clamp", "conj", "convert_element_type", "copy", "copy_p", "cos", "cosh", "digamma",
-    "div", "erf", "erf_inv", "erfc", "exp", "exp2", "expm1", "imag", "integer_pow", "lgamma",
-    "log", "log1p", "logistic", "max", "min", "mul", "neg", "nextafter", "pow", "real",
-    "reduce_precision", "rem", "rsqrt", "select_n", "sin", "sinh", "sqrt", "square", "sub",
-    "tan", "tanh", "optimization_barrier",
-}
-
-# Outputs with zero derivative everywhere (piecewise constant or explicitly cut).
-ZERO_DERIVATIVE = {
-    "stop_gradient", "sign", "floor", "ceil", "round", "is_finite", "iota", "argmax",
-    "argmin", "random_bits", "random_seed", "random_wrap", "random_unwrap", "eq", "ne",
-    "lt", "le", "gt", "ge", "and", "or", "not", "xor", "shift_left", "shift_right_logical",
-    "shift_right_arithmetic", "population_count", "clz",
-}
-
-REDUCTIONS = {"reduce_sum", "reduce_max", "reduce_min", "reduce_prod", "reduce_and", "reduce_or",
-              "reduce_xor", "argmax", "argmin", "reduce_logsumexp"}
-CUMULATIVE = {"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"}
-
 
 def _out_ndims(eqn):
     return [len(getattr(v.aval, "shape", ())) for v in eqn.outvars]
@@ -106,13 +88,6 @@ def squeeze_rule(eqn, in_deps):
     dropped = set(d % len(eqn.invars[0].aval.shape) for d in eqn.params["dimensions"])
     kept = [i for i in range(len(eqn.invars[0].aval.shape)) if i not in dropped]
     return [_move(eqn, in_deps[0], {i: j for j, i in enumerate(kept)})]
-
-
-def expand_dims_rule(eqn, in_deps):
-    nd = _out_ndims(eqn)[0]
-    new = set(d % nd for d in eqn.params["dimensions"])
-    kept = [j for j in range(nd) if j not in new]
-    return [_move(eqn, in_deps[0], dict(enumerate(kept)))]
 
 
 def transpose_rule(eqn, in_deps):
@@ -324,55 +299,60 @@ def split_rule(eqn, in_deps):
     return outs
 
 
-RULES: Dict[str, Rule] = {}
-RULES.update({name: elementwise_rule for name in ELEMENTWISE})
-RULES.update({name: zero_rule for name in ZERO_DERIVATIVE})
-RULES.update({name: reduction_rule for name in REDUCTIONS - {"argmax", "argmin"}})
-RULES.update({name: cumulative_rule for name in CUMULATIVE})
-RULES.update({
-    "broadcast_in_dim": broadcast_in_dim_rule,
-    "reshape": reshape_rule,
-    "squeeze": squeeze_rule,
-    "expand_dims": expand_dims_rule,
-    "transpose": transpose_rule,
-    "dot_general": dot_general_rule,
-    "concatenate": concatenate_rule,
-    "stack": stack_rule,
-    "scatter": scatter_rule,
-    "scatter-add": scatter_rule,
-    "scatter_add": scatter_rule,
-    "scatter-mul": scatter_rule,
-    "scatter_mul": scatter_rule,
-    "gather": gather_rule,
-    "dynamic_slice": dynamic_slice_rule,
-    "dynamic_update_slice": dynamic_update_slice_rule,
-    "unstack": unstack_rule,
-    "rev": reversing_rule,
-    "tile": reversing_rule,
-    "slice": slice_rule,
-    "pad": pad_rule,
-    "split": split_rule,
-    "conv_general_dilated": conv_rule,
-    "reduce_window_sum": window_rule,
-    "reduce_window_max": window_rule,
-    "reduce_window_min": window_rule,
-    "reduce_window": window_rule,
-    "select_and_gather_add": select_and_gather_add_rule,
-})
+def barrier_rule(eqn, in_deps):
+    """`optimization_barrier`: output k is operand k, unchanged."""
+    return [_move(eqn, d, {i: i for i in range(nd)}, k, k)
+            for k, (d, nd) in enumerate(zip(in_deps, _out_ndims(eqn)))]
 
 
-# Rules that also read facts about integer operands (indices.py).
-INDEX_AWARE = {"gather", "scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter_mul"}
+def cond_structure(eqn, in_deps, ctx):
+    """`lax.cond` / `lax.switch`: every branch may run; the index operand has no derivative."""
+    outs = None
+    for b, branch in enumerate(eqn.params["branches"]):
+        o = ctx.walk(branch.jaxpr, list(in_deps[1:]), (b,))
+        outs = o if outs is None else [merge_deps(x, y) for x, y in zip(outs, o)]
+    return outs
 
 
-def apply_rule(eqn, in_deps: Sequence[Deps], facts=None) -> List[Deps]:
-    """Output dependencies of `eqn`; outputs that are not floating point carry none.
-    `facts`: per operand, what indices.py knows about an integer operand's values."""
-    if not any(in_deps):
-        return [{} for _ in eqn.outvars]
-    name = eqn.primitive.name
-    if name in INDEX_AWARE:
-        outs = RULES[name](eqn, in_deps, facts)
-    else:
-        outs = RULES.get(name, conservative_rule)(eqn, in_deps)
-    return [d if jnp.issubdtype(v.aval.dtype, jnp.inexact) else {} for d, v in zip(outs, eqn.outvars)]
+def _loop_fixed_point(carry: List[Deps], run) -> List[Deps]:
+    """Carry dependencies of a loop: iterate the body's structure until nothing changes
+    (maps only lose matches, so this ends)."""
+    while True:
+        new = [merge_deps(c, o) for c, o in zip(carry, run(carry))]
+        if new == carry:
+            return carry
+        carry = new
+
+
+def scan_structure(eqn, in_deps, ctx):
+    """`lax.scan` (and static `fori_loop`): consts, carry and sliced xs through the body."""
+    body = eqn.params["jaxpr"].jaxpr
+    nc, nk = eqn.params["num_consts"], eqn.params["num_carry"]
+    consts, carry, xs = in_deps[:nc], list(in_deps[nc:nc + nk]), in_deps[nc + nk:]
+    # a slice x[t] drops the scanned axis 0: its matches move down one axis
+    sliced = [{key: tuple(None if j in (None, 0) else j - 1 for j in m) for key, m in d.items()} for d in xs]
+    carry = _loop_fixed_point(carry, lambda c: ctx.walk(body, list(consts) + list(c) + sliced)[:nk])
+    outs = ctx.walk(body, list(consts) + list(carry) + sliced)
+    # stacked outputs gain the scanned axis in front
+    ys = [{key: tuple(None if j is None else j + 1 for j in m) for key, m in d.items()} for d in outs[nk:]]
+    return list(carry) + ys
+
+
+def while_structure(eqn, in_deps, ctx):
+    """`lax.while_loop`: the body's carry structure to a fixed point (the predicate has no derivative)."""
+    body = eqn.params["body_jaxpr"].jaxpr
+    cn, bn = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+    consts, carry = in_deps[cn:cn + bn], list(in_deps[cn + bn:])
+    return _loop_fixed_point(carry, lambda c: ctx.walk(body, list(consts) + list(c)))
+
+
+def custom_derivative_structure(eqn, in_deps, ctx):
+    """A custom-derivative call, read from the JVP the user defined for it.
+
+    Its primal body is no guide: a Heaviside spike has zero derivative there, while its
+    surrogate derivative is what flows. The JVP program takes the primals (no tangent
+    dependencies) and then the tangents of the differentiable inputs.
+    """
+    closed, diff = ctx.derivative(eqn)
+    deps = [{} for _ in eqn.invars] + [in_deps[i] for i in diff]
+    return ctx.walk(closed.jaxpr, deps)
