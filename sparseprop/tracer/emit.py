@@ -274,9 +274,7 @@ def step(plan: Plan, p, s, traces, xs, loss, batched: bool = False):
     def output(p, s_arg, s_prev, xs_):
         if via_new:
             return output_from_new_state(plan, p, s_arg, jax.lax.stop_gradient(s_prev), xs_)
-        if plan.cuts.cuts and plan.cuts.cut_output:
-            return cut_output(plan.step, plan.cuts, p, s_arg, xs_)
-        return plan.step.call_model(p, s_arg, xs_)[1]
+        return cut_output(plan.step, plan.cuts if plan.cuts.cut_output else None, p, s_arg, xs_)
 
     def local(p, sd):
         full = list(base)

@@ -77,10 +77,14 @@ def _user_context(eqn):
 
 
 def bind(eqn, invals):
-    """Apply `eqn`'s primitive to `invals`, keeping the user's source information."""
-    params = eqn.primitive.get_bind_params(eqn.params)
+    """Apply `eqn`'s primitive to `invals`, keeping the user's source information (through the
+    registry's `apply` where the primitive itself cannot be transposed)."""
+    apply = lookup(eqn).apply
     with _user_context(eqn):
-        out = eqn.primitive.bind(*invals, **params)
+        outs = apply(eqn, invals) if apply is not None else None
+        if outs is not None:
+            return list(outs)
+        out = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
     return list(out) if eqn.primitive.multiple_results else [out]
 
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 from jax import lax
 from jax.extend.core import Primitive
@@ -108,6 +109,8 @@ class PrimitiveInfo:
     - `synapse`: a product where a parameter can meet a tangent-free operand (analysis.py).
     - `forward`: `f(eqn, invals)` evaluating it in a form that `jax.jvp` can differentiate,
       or None (bind it as it is).
+    - `apply`: `f(eqn, invals)` evaluating it in a form that every transformation (jvp and
+      transpose) can follow, or None (bind it as it is).
     """
     primitive: object
     structure: Optional[Structure] = None
@@ -119,6 +122,7 @@ class PrimitiveInfo:
     kind: str = "leaf"
     synapse: bool = False
     forward: Optional[Callable] = None
+    apply: Optional[Callable] = None
 
     @property
     def name(self) -> str:
@@ -298,8 +302,31 @@ defreduction(lax.reduce_sum_p, linearity="zero_preserving")
 defreduction(lax.reduce_max_p, lax.reduce_min_p, lax.reduce_prod_p, lax.reduce_and_p, lax.reduce_or_p,
              lax.reduce_xor_p)
 defrule(rules.cumulative_rule, lax.cumsum_p, lax.cumprod_p, lax.cummax_p, lax.cummin_p, lax.cumlogsumexp_p)
-defrule(rules.window_rule, lax.reduce_window_sum_p, lax.reduce_window_max_p, lax.reduce_window_min_p,
-        lax.reduce_window_p)
+def _apply_reduce_window(eqn, invals):
+    """A generic `reduce_window` whose reducer is one add / max / min, applied through
+    `lax.reduce_window` so that it becomes the monoid primitive (which reverse mode transposes;
+    the generic primitive has no transpose)."""
+    reducer = eqn.params["jaxpr"]
+    body = getattr(reducer, "jaxpr", reducer)
+    monoid = {"add": lax.add, "max": lax.max, "min": lax.min}.get(
+        body.eqns[0].primitive.name if len(body.eqns) == 1 else None)
+    if monoid is None or len(invals) != 2:
+        return None
+    p = eqn.params
+    init = eqn.invars[1]
+    if hasattr(init, "val"):        # a literal: lax.reduce_window sees a constant and picks the monoid
+        return [lax.reduce_window(invals[0], init.val, monoid, p["window_dimensions"], p["window_strides"],
+                                  p["padding"], p["base_dilation"], p["window_dilation"])]
+    if any(tuple(pad) != (0, 0) for pad in p["padding"]) or any(d != 1 for d in p["base_dilation"]):
+        return None                 # padded entries would hold the (traced) init value
+    identity = {lax.add: 0, lax.max: -np.inf, lax.min: np.inf}[monoid]
+    reduced = lax.reduce_window(invals[0], np.asarray(identity, invals[0].dtype), monoid, p["window_dimensions"],
+                                p["window_strides"], p["padding"], p["base_dilation"], p["window_dilation"])
+    return [monoid(reduced, invals[1].astype(reduced.dtype))]
+
+
+defrule(rules.window_rule, lax.reduce_window_sum_p, lax.reduce_window_max_p, lax.reduce_window_min_p)
+defrule(rules.window_rule, lax.reduce_window_p, apply=_apply_reduce_window)
 defrule(rules.select_and_gather_add_rule, lax.select_and_gather_add_p)
 
 # ----------------------------------------------------------------------------- layout

@@ -34,7 +34,8 @@ from jax.extend import core as jcore
 
 from .errors import TracerError, source_line
 from .interpreter import evaluate
-from .jaxpr_util import CALLS, sub_jaxpr
+from .jaxpr_util import sub_jaxpr
+from .registry import lookup
 from .records import InputKey
 
 EDGE_LIST, BCOO, MASKED = "edge list", "BCOO", "masked dense"
@@ -144,7 +145,7 @@ def _walk(jaxpr, path, raw, tangent, consts, index_ok, producers, found):
         ins = eqn.invars
         is_tangent = [isinstance(v, jcore.Var) and v in tangent for v in ins]
         sub, _ = sub_jaxpr(eqn)
-        if name in CALLS and sub is not None:
+        if lookup(eqn).kind == "call" and sub is not None:
             inner_raw = {iv: raw[ov] for iv, ov in zip(sub.invars, ins) if isinstance(ov, jcore.Var) and ov in raw}
             inner_tangent = {iv for iv, t in zip(sub.invars, is_tangent) if t}
             inner_ok = {iv for iv, ov in zip(sub.invars, ins) if isinstance(ov, jcore.Literal) or ov in index_ok}

@@ -22,8 +22,10 @@ def apply_cuts(step: Step, graph: MixingGraph, method) -> Cuts:
 
 
 def evaluate_cut(step: Step, cuts: Cuts, p, s, xs, forward_differentiable: bool):
-    """The model's step with the cuts applied; outputs as the step's jaxpr (state, then y)."""
-    overrides = {c.path: _stop_gradient_operand(c.operand) for c in cuts.cuts}
+    """The model's step with the cuts applied (`cuts=None`: as written); outputs as the step's
+    jaxpr (state, then y). Evaluated through the interpreter, so every equation is applied in a
+    form both modes of differentiation follow (registry.py's `apply`)."""
+    overrides = {c.path: _stop_gradient_operand(c.operand) for c in cuts.cuts} if cuts is not None else {}
     return evaluate(step.jaxpr, step.consts, list(p) + list(s) + list(xs), overrides,
                     FORWARD_DIFFERENTIABLE if forward_differentiable else None)
 
@@ -33,8 +35,9 @@ def cut_state(step: Step, cuts: Cuts, p, s, xs):
     return evaluate_cut(step, cuts, p, s, xs, True)[:len(s)]
 
 
-def cut_output(step: Step, cuts: Cuts, p, s, xs):
-    """The model's output with the cuts applied (the step the learning signal goes through)."""
+def cut_output(step: Step, cuts, p, s, xs):
+    """The model's output with the cuts applied (the step the learning signal goes through;
+    `cuts=None`: the model as written)."""
     outs = evaluate_cut(step, cuts, p, s, xs, False)[len(s):]
     return jax.tree_util.tree_unflatten(step.y_def, outs)
 
