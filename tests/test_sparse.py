@@ -332,3 +332,18 @@ def test_signed_strengths_are_per_edge_and_equal_bptt(method):
     if method == "eprop":
         kinds = {b.kind for b in learner.plan(params, state, xs[0]).blocks if b.param == 1}
         assert kinds == {"per-edge eligibility (one entry per existing synapse)"}
+
+
+def test_a_sparse_program_can_be_built_inside_jit():
+    """The first call may come from inside a jitted function (init_batch under jit): the constant
+    indices are still checked at build time."""
+    learner = sp.online_grad(sparse_alif(sg), mse, "eprop")
+    xs, ts = _inputs(T=5)
+    batch = 2
+    states = jax.tree_util.tree_map(lambda a: jnp.broadcast_to(a, (batch,) + a.shape), _state())
+
+    @jax.jit
+    def run(params, states, xs, ts):
+        carry = learner.init_batch(params, states, xs[:, 0])
+        return learner.run_batch(params, carry, xs, ts)[1].loss
+    assert np.isfinite(float(run(_params(), states, jnp.stack([xs] * batch), jnp.stack([ts] * batch))))

@@ -261,7 +261,8 @@ def check_constant_indices(edge: EdgeSynapse, closed) -> None:
     program, used = pe.dce_jaxpr(jx.replace(outvars=[edge.index_var]), [True])
     if any(used):      # carried in the state: checked by nobody before the step runs
         return
-    (value,) = evaluate(program, closed.consts, [], {})
+    with jax.ensure_compile_time_eval():     # the program may be built inside a jit trace
+        (value,) = evaluate(program, closed.consts, [], {})
     value = np.asarray(value).reshape(edge.nnz, -1)
     sizes = edge.index_sizes
     bad = (value < 0) | (value >= np.asarray(sizes)[: value.shape[1]])
