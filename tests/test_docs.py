@@ -110,3 +110,21 @@ def test_figures_in_the_prose_are_those_of_the_check_output():
         text = " ".join((DOCS / page).read_text().split())
         for phrase in phrases:
             assert phrase in text, f"{page} should say {phrase!r} (from the check output)"
+
+
+def test_online_grad_describes_each_method_once_and_the_same_way():
+    import sparseprop as sp
+    intro, arguments = sp.online_grad.__doc__.split("**Arguments:**")
+    assert set(re.findall(r"Menick et al\.\s+(\d{4})", sp.online_grad.__doc__)) == {"2020"}
+    for part in (intro, arguments):
+        start = part.index("e-prop")
+        end = min(i for i in (part.find("ostl", start), part.find("SnAp-1", start)) if i > 0)
+        eprop = " ".join(part[start:end].split())
+        assert "whole step" in eprop and "from the traces" not in eprop, eprop
+
+
+def test_the_pages_speak_of_the_project_only():
+    for page in DOCS.glob("*.md"):
+        text = " ".join(page.read_text().split())
+        for words in ("lent to this task", "this task", "was not lent"):
+            assert words not in text, f"{page.name}: {words!r}"
