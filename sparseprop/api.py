@@ -569,12 +569,18 @@ class OnlineLearner:
         check_carry(carry, Carry)
         step = lambda p, c, x, t, index=None: self._loss_step(p, c, x, t, batched, index)  # noqa: E731
 
+        one = _first if batched else (lambda tree: tree)     # one example (of the batch)
+        x0, t0 = _first(xs), _first(targets)                 # the first step
+        if carry.traces is None:   # fix the traces' shapes before the scan
+            prog = self.program(params, one(carry.state), one(x0))
+            batch_shape = (self._batch_size(params, carry),) if batched else ()
+            carry = Carry(carry.state, self._traces(prog, [
+                jnp.broadcast_to(t, batch_shape + t.shape) for t in prog.zero_traces()]))
+        # the loss is summed in its own dtype: that of loss_fn on one step's output
+        y0 = jax.eval_shape(self.model, params, one(carry.state), one(x0))[1]
+        loss_dtype = jax.eval_shape(lambda y, t: call_loss(self.loss_fn, y, t), y0, one(t0)).dtype
+
         def scan(carry):
-            # the loss's dtype and, before the first step, the traces' shapes
-            first_carry, first = self._abstract(lambda: step(params, carry, _first(xs), _first(targets)))
-            if carry.traces is None:   # fix the traces' shapes before the scan
-                carry = Carry(carry.state, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype),
-                                                                  first_carry.traces))
             zero = jax.tree_util.tree_map(jnp.zeros_like, params)
 
             def body(acc, inputs):
@@ -586,7 +592,7 @@ class OnlineLearner:
                 # the loss is summed in the carry, in its own dtype: nothing per step is stacked
                 return (c, grads, loss + out.loss), (out.output if keep_outputs else None)
 
-            init = (carry, zero, jnp.zeros((), first.loss.dtype))
+            init = (carry, zero, jnp.zeros((), loss_dtype))
             (carry, grads, loss), outputs = jax.lax.scan(body, init, (jnp.arange(T), xs, targets))
             return carry, RunTotal(loss, grads, outputs)
 
@@ -598,13 +604,6 @@ class OnlineLearner:
         error, result = checkify.checkify(scan, errors=checkify.user_checks)(carry)
         checkify.check_error(error)
         return result
-
-    def _abstract(self, fn):
-        """`jax.eval_shape(fn)`, with the finiteness checks functionalized when they are on."""
-        if not self.check_finite:
-            return jax.eval_shape(fn)
-        from jax.experimental import checkify
-        return jax.eval_shape(checkify.checkify(fn, errors=checkify.user_checks))[1]
 
     # -- reports -------------------------------------------------------------
     def explain(self, params, state0, x0, print_report: bool = True):
