@@ -21,8 +21,8 @@ import numpy as np
 
 from .tracer.methods import get_method
 from .tracer.program import OnlineProgram
-from .validate import (_leaf_text, call_loss, check_carry, check_finite, check_model_output,
-                       check_params, check_real, check_traces, match_state_signal)
+from .validate import (call_loss, check_carry, check_finite, check_model_output, check_params, check_real,
+                       check_traces, describe_leaves, leaf_text, match_state_signal)
 
 
 class Carry(NamedTuple):
@@ -217,7 +217,7 @@ class OnlineLearner:
                     raise e from None
                 raise ValueError(
                     f"init_batch(..., x, batch_size={B}) got an x with a leading batch axis of {B} "
-                    f"({', '.join(_leaf_text(v) for v in leaves)}): with batch_size, x is ONE "
+                    f"({', '.join(leaf_text(v) for v in leaves)}): with batch_size, x is ONE "
                     f"example's input (it is copied to every example). Pass x[0], or drop batch_size "
                     f"and pass batched states0 and x.") from None
             raise
@@ -229,8 +229,8 @@ class OnlineLearner:
 
         - `params`: the parameters (may change between steps, as in online learning).
         - `carry`: from `init` or the previous `step`.
-        - `x`, `target`: this step's input (one example, no time axis) and target (passed to
-          `loss_fn`).
+        - `x`, `target`: this step's input (one example, no time axis; None for a network
+          without input) and target (passed to `loss_fn`).
 
         **Returns:**
 
@@ -240,8 +240,10 @@ class OnlineLearner:
 
         `ValueError` without a `loss_fn`; `TypeError` / `ValueError` for a carry that is None,
         not a `Carry`, or built by another learner, method or set of shapes; as `program`
-        for a model the tracer cannot handle. With `check_finite`, a checkify error naming the
-        first non-finite quantity (see `online_grad`).
+        for a model the tracer cannot handle; an error inside `loss_fn` (e.g. a target of the
+        wrong shape) is raised again naming the output's and the target's shapes. With
+        `check_finite`, a checkify error naming the first non-finite quantity (see
+        `online_grad`).
         """
         self._need_loss("step")
         return self._loss_step(params, carry, x, target, batched=False)
@@ -406,13 +408,13 @@ class OnlineLearner:
         if self._one_example_carry(params, carry, x_one):
             raise ValueError(
                 f"this carry was made by init (one example): its state has no batch axis "
-                f"({_describe_leaves(state)}). The batched methods (step_batch, run_batch) need "
+                f"({describe_leaves(state)}). The batched methods (step_batch, run_batch) need "
                 f"the carry of init_batch: learner.init_batch(params, states0, x0) with (B, ...) "
                 f"states, or learner.init_batch(params, state0, x0, batch_size=B) from one "
                 f"example's state.")
         if not uniform:
             raise ValueError(f"a batched carry's state leaves all have a leading batch axis of one size; "
-                             f"this carry's state has {_describe_leaves(state)}: build it with init_batch")
+                             f"this carry's state has {describe_leaves(state)}: build it with init_batch")
         raise ValueError(
             f"the carry holds a batch of B={B} examples (init_batch), but "
             + ", ".join(f"{name} has shape {list(shape)}" for name, shape in bad)
@@ -485,7 +487,8 @@ class OnlineLearner:
         **Arguments:**
 
         - `params`: shared parameters; `carry`: from `init_batch` or the previous call.
-        - `x`, `target`: this step's batch of inputs and targets, leaves `(B, ...)`.
+        - `x`, `target`: this step's batch of inputs and targets, leaves `(B, ...)` (`x` may
+          be None for a network without input).
 
         **Returns:**
 
@@ -493,7 +496,9 @@ class OnlineLearner:
 
         **Raises:**
 
-        As `step`.
+        As `step`; also `ValueError` for a carry made by `init` (one example: use
+        `init_batch`) and naming `x` or `target` when a leaf's batch axis differs from the
+        carry's batch size.
         """
         self._need_loss("step_batch")
         return self._loss_step(params, carry, x, target, batched=True)
@@ -694,11 +699,6 @@ def _first(tree):
     return jax.tree_util.tree_map(lambda v: v[0] if np.ndim(v) else v, tree)
 
 
-def _describe_leaves(named) -> str:
-    """`name: dtype[shape]` for `[(path, leaf)]`."""
-    return ", ".join(f"{jax.tree_util.keystr(path) or '<root>'}: {_leaf_text(v)}" for path, v in named)
-
-
 def _copy(tree):
     """Fresh buffers for every array leaf: a carry must never alias the caller's arrays (donation)."""
     return jax.tree_util.tree_map(lambda v: jnp.array(v, copy=True), tree)
@@ -729,8 +729,8 @@ def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exa
     - `check_finite`: check at every step that the input, target, parameters and carried
       state, and what the step produces (state, traces, loss, output, gradient) are
       finite, with `jax.experimental.checkify`: a NaN or inf raises at the step it enters,
-      naming the quantity (and the step index within `run`). Eager calls raise at once; a
-      jitted step must be checkified: `err, (carry, out) = jax.jit(checkify.checkify(
+      naming the quantity (and the step index within `run`). Eager calls (`step`, `run`,
+      `run_batch`) raise at once; a jitted one must be checkified: `err, (carry, out) = jax.jit(checkify.checkify(
       learner.step))(params, carry, x, target); err.throw()`. Off by default: a NaN then
       propagates into the state and traces and every later gradient, silently.
 

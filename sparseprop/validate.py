@@ -6,9 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def describe_leaves(named) -> str:
+    """`path: dtype[shape], ...` for `[(key path, leaf)]`, for messages."""
+    return ", ".join(f"{jax.tree_util.keystr(k) or '<root>'}: {leaf_text(v)}" for k, v in named)
+
+
 def _describe(tree) -> str:
-    return ", ".join(f"{jax.tree_util.keystr(k) or '<root>'}: {jnp.result_type(v).name}{list(np.shape(v))}"
-                     for k, v in jax.tree_util.tree_flatten_with_path(tree)[0])
+    return describe_leaves(jax.tree_util.tree_flatten_with_path(tree)[0])
 
 
 def check_params(params) -> None:
@@ -102,7 +106,8 @@ def call_loss(loss_fn, y, target):
 
 
 # ---------------------------------------------------------------------------- carries
-def _leaf_text(v) -> str:
+def leaf_text(v) -> str:
+    """`dtype[shape]` of one array leaf, for messages."""
     return f"{jnp.result_type(v).name}{list(np.shape(v))}"
 
 
@@ -144,7 +149,7 @@ def check_traces(traces, blocks, block_names, tag, batch_shape=()) -> None:
     for name, blk, T in zip(block_names, blocks, leaves):
         want = tuple(batch_shape) + tuple(blk.shape)
         if tuple(np.shape(T)) != want or jnp.result_type(T) != jnp.dtype(blk.dtype):
-            raise ValueError(f"the carry's trace for {name} is {_leaf_text(T)}, but this learner's program "
+            raise ValueError(f"the carry's trace for {name} is {leaf_text(T)}, but this learner's program "
                              f"(method={tag[0]!r}) stores it as {jnp.dtype(blk.dtype).name}{list(want)}. "
                              f"{advice}")
     if other is not None and other != tag:
@@ -205,7 +210,7 @@ def _signal_mismatch(state_signal, state) -> str:
     covers = lambda prefix, path: tuple(path[:len(prefix)]) == tuple(prefix)  # noqa: E731
     extra = [k for k in sig_paths if not any(covers(k, p) or covers(p, k) for p in state_paths)]
     missing = [p for p in state_paths if not any(covers(k, p) or covers(p, k) for k in sig_paths)]
-    text = ", ".join(f"{jax.tree_util.keystr(k) or '<root>'}: {_leaf_text(v)}" for k, v in state_named)
+    text = ", ".join(f"{jax.tree_util.keystr(k) or '<root>'}: {leaf_text(v)}" for k, v in state_named)
     parts = []
     if extra:
         parts.append("it has " + ", ".join(jax.tree_util.keystr(k) or "<root>" for k in extra)
