@@ -438,7 +438,7 @@ class OnlineLearner:
             return self._advance_each(params, carry, x, loss, index)
         batch_shape = ()
         if batched:
-            batch_shape = (self._batch_size(params, carry, [("x", x, 0)], _first(x)),)
+            batch_shape = (self._batch_size(params, carry),)    # x and target: checked by _loss_step
         first = _first if batched else (lambda tree: tree)
         prog = self.program(params, first(carry.state), first(x))
         traces = carry.traces
@@ -660,7 +660,7 @@ _METHOD_CUTS = {
 
 
 def _name(fn) -> str:
-    """A callable's readable name: `module.qualname`, a partial's function, or its repr."""
+    """A callable's readable name: its qualified name, a partial's function, or its repr."""
     inner = getattr(fn, "func", None)          # functools.partial
     if inner is not None and callable(inner):
         return f"partial({_name(inner)})"
