@@ -5,7 +5,10 @@ bit for bit); this module adds what a stream that may crash needs on top:
 
 - `save` writes to a temporary file in the same directory and renames it over the target
   (`os.replace`, atomic on POSIX and Windows), so a crash while saving leaves the previous
-  checkpoint intact, never a half-written one;
+  checkpoint intact, never a half-written one (the temporary file such a crash may leave is
+  removed by the next `save` or `load` of that checkpoint);
+- typed PRNG keys (`jax.random.key`) are written as their key data and restored as typed
+  keys of the implementation of `like`'s;
 - `load` raises a `ValueError` naming the leaf when a shape or dtype differs from `like`'s
   (equinox's check) and when the file holds more or fewer leaves than `like`, instead of
   silently loading a checkpoint of another model or optimizer.
@@ -137,5 +140,6 @@ def _wrap_key(like, v):
     """The typed key again, with the implementation (threefry, rbg, ...) of `like`'s key."""
     if not _is_key(like):
         return v
+    # a ShapeDtypeStruct has no public accessor for its key implementation: read its dtype's
     return jax.random.wrap_key_data(v, impl=jax.random.key_impl(like) if isinstance(like, jax.Array)
                                     else like.dtype._impl)
