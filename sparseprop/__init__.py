@@ -11,10 +11,18 @@ __all__ = ["online_grad", "bptt_grad", "simulate", "spike", "OnlineLearner", "Ca
 __version__ = "0.1.0"
 
 
+# submodules imported on first use: their dependencies are extras (nir, plotting) or they are
+# needed by few programs (checkpoint, parallel), so `import sparseprop` stays light
+_LAZY = ("checkpoint", "nir", "parallel", "plotting")
+
+
 def __getattr__(name):
-    # optional parts whose dependencies are extras: imported on first use
-    if name in ("nir", "plotting"):
+    if name in _LAZY:
         import importlib
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'sparseprop' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
 

@@ -22,8 +22,8 @@ import numpy as np
 from .tracer.methods import get_method
 from .tracer.program import OnlineProgram
 from .tracer.records import Plan
-from .validate import (check_carry, check_finite, check_loss, check_model_output, check_params, check_real,
-                       check_traces, match_state_signal)
+from .validate import (call_loss, check_carry, check_finite, check_model_output, check_params, check_real,
+                       check_traces, describe_leaves, leaf_text, match_state_signal)
 
 
 class Carry(NamedTuple):
@@ -103,6 +103,13 @@ class OnlineLearner:
         self.method = get_method(method)
         self.check_finite = bool(check_finite)
         self._programs = {}
+
+    def __repr__(self):
+        cuts = _METHOD_CUTS.get(self.method.name, self.method.description.split(":")[0])
+        loss = "None (learning signals only)" if self.loss_fn is None else _name(self.loss_fn)
+        finite = ", check_finite=True" if self.check_finite else ""
+        return (f"OnlineLearner(model={_name(self.model)}, method={self.method.name!r}: {cuts}, "
+                f"loss_fn={loss}{finite})")
 
     # -- structure ---------------------------------------------------------
     def program(self, params, state, x) -> OnlineProgram:
@@ -188,12 +195,15 @@ class OnlineLearner:
 
         **Raises:**
 
-        `ValueError` for a `batch_size` below 1; as `program` when `x` is given.
+        `ValueError` for a `batch_size` below 1, or with `batch_size`, an `x` that is a batch
+        where one example's input is expected; as `program` when `x` is given.
         """
         if batch_size is not None:
             B = int(batch_size)
             if B < 1:
                 raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+            if x is not None:
+                self._one_example_input(params, states0, x, B)
             states0 = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (B,) + jnp.shape(v)), states0)
             if x is not None:
                 x = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (B,) + jnp.shape(v)), x)
@@ -202,6 +212,25 @@ class OnlineLearner:
             return Carry(states0, None)
         return jax.vmap(lambda s, xx: self.init(params, s, xx))(states0, x)
 
+    def _one_example_input(self, params, state0, x, B):
+        """With `batch_size`, `init_batch` copies one example's `x`: trace the model on it now, and
+        when it fails on an `x` that is a batch (works on `x[0]`), say so instead of the model's error."""
+        try:
+            self.program(params, state0, x)
+        except (TypeError, ValueError) as e:
+            leaves = jax.tree_util.tree_leaves(x)
+            if leaves and all(np.ndim(v) >= 1 and np.shape(v)[0] == B for v in leaves):
+                try:
+                    self.program(params, state0, jax.tree_util.tree_map(lambda v: v[0], x))
+                except (TypeError, ValueError):
+                    raise e from None
+                raise ValueError(
+                    f"init_batch(..., x, batch_size={B}) got an x with a leading batch axis of {B} "
+                    f"({', '.join(leaf_text(v) for v in leaves)}): with batch_size, x is ONE "
+                    f"example's input (it is copied to every example). Pass x[0], or drop batch_size "
+                    f"and pass batched states0 and x.") from None
+            raise
+
     def step(self, params, carry: Carry, x, target) -> tuple:
         """Advance one time step and return this step's gradient.
 
@@ -209,8 +238,8 @@ class OnlineLearner:
 
         - `params`: the parameters (may change between steps, as in online learning).
         - `carry`: from `init` or the previous `step`.
-        - `x`, `target`: this step's input (one example, no time axis) and target (passed to
-          `loss_fn`).
+        - `x`, `target`: this step's input (one example, no time axis; None for a network
+          without input) and target (passed to `loss_fn`).
 
         **Returns:**
 
@@ -220,8 +249,10 @@ class OnlineLearner:
 
         `ValueError` without a `loss_fn`; `TypeError` / `ValueError` for a carry that is None,
         not a `Carry`, or built by another learner, method or set of shapes; as `program`
-        for a model the tracer cannot handle. With `check_finite`, a checkify error naming the
-        first non-finite quantity (see `online_grad`).
+        for a model the tracer cannot handle; an error inside `loss_fn` (e.g. a target of the
+        wrong shape) is raised again naming the output's and the target's shapes. With
+        `check_finite`, a checkify error naming the first non-finite quantity (see
+        `online_grad`).
         """
         self._need_loss("step")
         return self._loss_step(params, carry, x, target, batched=False)
@@ -230,15 +261,13 @@ class OnlineLearner:
         if self.check_finite:
             check_finite([("the target", target)], "entering the step", index)
         if batched:
+            check_carry(carry, Carry)
+            self._batch_size(params, carry, [("x", x, 0), ("target", target, 0)], _first(x))
             def loss(y, i):
-                value = self.loss_fn(y, jax.tree_util.tree_map(lambda t: t[i], target))
-                check_loss(value)
-                return value
+                return call_loss(self.loss_fn, y, jax.tree_util.tree_map(lambda t: t[i], target))
         else:
             def loss(y, i=None):
-                value = self.loss_fn(y, target)
-                check_loss(value)
-                return value
+                return call_loss(self.loss_fn, y, target)
         return self._advance(params, carry, x, loss, batched, index)
 
     def signal_step(self, params, carry: Carry, x, output_signal) -> tuple:
@@ -397,13 +426,62 @@ class OnlineLearner:
                          "params first, or use the carry of this learner (a carry belongs to the learner, "
                          "method and shapes that built it)")
 
+    def _batch_size(self, params, carry, checks=(), x_one=None, layout="(B, ...)") -> int:
+        """The batch size `B` of a batched carry, checked against the batch axis of the inputs.
+
+        **Arguments:**
+
+        - `checks`: `[(name, pytree, batch axis)]`, e.g. `[("xs", xs, 0), ("targets", targets, 0)]`.
+        - `x_one`: one example's input of one step, to recognise a carry made by `init`.
+        - `layout`: the leaves' layout, for messages.
+
+        **Raises:**
+
+        `ValueError` for a carry made by `init` (one example), and naming the leaf whose batch
+        axis differs from the carry's batch size.
+        """
+        state = jax.tree_util.tree_flatten_with_path(carry.state)[0]
+        sizes = {np.shape(v)[0] if np.ndim(v) else None for _, v in state}
+        uniform = len(sizes) == 1 and None not in sizes
+        B = next(iter(sizes)) if uniform else None
+        bad = [(name + jax.tree_util.keystr(path), np.shape(v)) for name, tree, axis in checks
+               for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]
+               if np.ndim(v) <= axis or np.shape(v)[axis] != B]
+        if uniform and not bad:
+            return B
+        if self._one_example_carry(params, carry, x_one):
+            raise ValueError(
+                f"this carry was made by init (one example): its state has no batch axis "
+                f"({describe_leaves(state)}). The batched methods (step_batch, run_batch) need "
+                f"the carry of init_batch: learner.init_batch(params, states0, x0) with (B, ...) "
+                f"states, or learner.init_batch(params, state0, x0, batch_size=B) from one "
+                f"example's state.")
+        if not uniform:
+            raise ValueError(f"a batched carry's state leaves all have a leading batch axis of one size; "
+                             f"this carry's state has {describe_leaves(state)}: build it with init_batch")
+        raise ValueError(
+            f"the carry holds a batch of B={B} examples (init_batch), but "
+            + ", ".join(f"{name} has shape {list(shape)}" for name, shape in bad)
+            + f": the batched methods take leaves {layout} with B={B}. For one example, use the "
+              f"unbatched methods (step, run) with a carry from init.")
+
+    def _one_example_carry(self, params, carry, x_one) -> bool:
+        """Whether the model runs on this carry's state with one example's input (a carry of `init`)."""
+        try:
+            prog = self.program(params, carry.state, x_one)
+            if carry.traces is not None:
+                check_traces(carry.traces, prog.plan.blocks, prog.plan.block_names, prog.plan.layout_tag)
+        except Exception:
+            return False
+        return True
+
     def _advance(self, params, carry: Carry, x, loss, batched=False, index=None):
         check_carry(carry, Carry)
-        first = (lambda tree: jax.tree_util.tree_map(lambda v: v[0], tree)) if batched else (lambda t: t)
-        prog = self.program(params, first(carry.state), first(x))
         batch_shape = ()
         if batched:
-            batch_shape = (jax.tree_util.tree_leaves(x)[0].shape[0],)
+            batch_shape = (self._batch_size(params, carry),)    # x and target: checked by _loss_step
+        first = _first if batched else (lambda tree: tree)
+        prog = self.program(params, first(carry.state), first(x))
         traces = carry.traces
         if traces is None:
             traces = prog.zero_traces()
@@ -439,7 +517,8 @@ class OnlineLearner:
         **Arguments:**
 
         - `params`: shared parameters; `carry`: from `init_batch` or the previous call.
-        - `x`, `target`: this step's batch of inputs and targets, leaves `(B, ...)`.
+        - `x`, `target`: this step's batch of inputs and targets, leaves `(B, ...)` (`x` may
+          be None for a network without input).
 
         **Returns:**
 
@@ -447,45 +526,63 @@ class OnlineLearner:
 
         **Raises:**
 
-        As `step`.
+        As `step`; also `ValueError` for a carry made by `init` (one example: use
+        `init_batch`) and naming `x` or `target` when a leaf's batch axis differs from the
+        carry's batch size.
         """
         self._need_loss("step_batch")
         return self._loss_step(params, carry, x, target, batched=True)
 
-    def run_batch(self, params, carry: Carry, xs, targets, time_major: bool = False) -> tuple:
+    def run_batch(self, params, carry: Carry, xs, targets, time_major: bool = False,
+                  keep_outputs: bool = True) -> tuple:
         """`run` for a batch: `xs` and `targets` are (batch, time, ...); gradients summed over both.
 
         **Arguments:**
 
         - `params`, `carry`: as for `run`, the carry from `init_batch`.
-        - `xs`, `targets`: `(B, T, ...)` leaves, or `(T, B, ...)` with `time_major`.
+        - `xs`, `targets`: `(B, T, ...)` leaves, or `(T, B, ...)` with `time_major`; `xs` may
+          be None for a network without input (then `targets` gives `T`).
+        - `keep_outputs`: as for `run`.
 
         **Returns:**
 
-        `(carry, RunTotal(loss, grads, outputs))`, outputs laid out like `xs`.
+        `(carry, RunTotal(loss, grads, outputs))`, outputs laid out like `xs` (None without
+        `keep_outputs`).
 
         **Raises:**
 
-        As `step`.
+        As `run`; also `ValueError` for a carry made by `init` (one example) and naming the
+        argument (`xs` or `targets`) whose batch axis differs from the carry's batch size.
         """
         self._need_loss("run_batch")
+        layout = "(T, B, ...)" if time_major else "(B, T, ...)"
+        check_carry(carry, Carry)
+        axis = 1 if time_major else 0
+        one = jax.tree_util.tree_map(lambda v: v[(0, 0)] if np.ndim(v) >= 2 else v, xs)
+        self._batch_size(params, carry, [("xs", xs, axis), ("targets", targets, axis)], one, layout)
+        T = _sequence_length(xs, targets, 1 - axis, layout)
         swap = (lambda tree: tree) if time_major else (
             lambda tree: jax.tree_util.tree_map(lambda v: jnp.swapaxes(v, 0, 1), tree))
-        carry, total = self._scan(params, carry, swap(xs), swap(targets), batched=True)
+        carry, total = self._scan(params, carry, swap(xs), swap(targets), T, True, keep_outputs)
         return carry, RunTotal(total.loss, total.grads, swap(total.outputs))
 
-    def run(self, params, carry: Carry, xs, targets) -> tuple:
+    def run(self, params, carry: Carry, xs, targets, keep_outputs: bool = True) -> tuple:
         """Scan `step` over the leading time axis of `xs` and `targets`.
 
         The loss and the gradients are summed in the dtypes of the per-step loss and of the
         parameters: a float64 target with float32 parameters, or a float32 loss of bfloat16
-        parameters, just works (gradients come back in the parameters' dtypes).
+        parameters, just works (gradients come back in the parameters' dtypes). Both sums
+        are carried through the scan, so memory does not grow with `T` beyond the outputs
+        (and not at all without `keep_outputs`).
 
         **Arguments:**
 
         - `params`: the parameters (held fixed during the run).
         - `carry`: from `init` or an earlier `run` (runs chain: two chunks equal one run).
-        - `xs`, `targets`: pytrees whose leaves are time-major, `(T, ...)`.
+        - `xs`, `targets`: pytrees whose leaves are time-major, `(T, ...)`. `xs` may be None
+          for a network without input (a pattern generator): `T` is then the targets'.
+        - `keep_outputs`: return every step's output; with False, `outputs` is None and
+          nothing is stacked over time (long streams).
 
         **Returns:**
 
@@ -494,34 +591,54 @@ class OnlineLearner:
 
         **Raises:**
 
-        As `step`; with `check_finite`, the message names the step index within the run.
+        As `step`; `ValueError` naming `xs` / `targets` and their lengths when their leaves
+        disagree on `T` (or lack a time axis), or when neither has a leaf to give `T`. With
+        `check_finite`, the message names the step index within the run (an eager call
+        raises it; a jitted one is checkified as for `step`).
         """
         self._need_loss("run")
-        return self._scan(params, carry, xs, targets, batched=False)
+        T = _sequence_length(xs, targets, 0, "(T, ...)")
+        return self._scan(params, carry, xs, targets, T, False, keep_outputs)
 
-    def _scan(self, params, carry, xs, targets, batched):
+    def _scan(self, params, carry, xs, targets, T, batched, keep_outputs):
         check_carry(carry, Carry)
         step = lambda p, c, x, t, index=None: self._loss_step(p, c, x, t, batched, index)  # noqa: E731
+
+        one = _first if batched else (lambda tree: tree)     # one example (of the batch)
+        x0, t0 = _first(xs), _first(targets)                 # the first step
         if carry.traces is None:   # fix the traces' shapes before the scan
-            x0 = jax.tree_util.tree_map(lambda v: v[0], xs)
-            t0 = jax.tree_util.tree_map(lambda v: v[0], targets)
-            shapes = jax.eval_shape(lambda: step(params, carry, x0, t0)[0].traces)
-            carry = Carry(carry.state, jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), shapes))
-        zero = jax.tree_util.tree_map(jnp.zeros_like, params)
-        T = jax.tree_util.tree_leaves(xs)[0].shape[0]
+            prog = self.program(params, one(carry.state), one(x0))
+            batch_shape = (self._batch_size(params, carry),) if batched else ()
+            carry = Carry(carry.state, self._traces(prog, [
+                jnp.broadcast_to(t, batch_shape + t.shape) for t in prog.zero_traces()]))
+        # the loss is summed in its own dtype: that of loss_fn on one step's output
+        y0 = jax.eval_shape(self.model, params, one(carry.state), one(x0))[1]
+        loss_dtype = jax.eval_shape(lambda y, t: call_loss(self.loss_fn, y, t), y0, one(t0)).dtype
 
-        def body(acc, inputs):
-            c, grads = acc
-            i, x, target = inputs
-            c, out = step(params, c, x, target, i if self.check_finite else None)
-            # accumulate in the parameters' dtypes whatever the loss's dtype (bf16 params, f64 targets)
-            grads = jax.tree_util.tree_map(lambda g, d: g + d.astype(g.dtype), grads, out.grads)
-            return (c, grads), (out.loss, out.output)
+        def scan(carry):
+            zero = jax.tree_util.tree_map(jnp.zeros_like, params)
 
-        (carry, grads), (losses, outputs) = jax.lax.scan(body, (carry, zero), (jnp.arange(T), xs, targets))
-        # per-step losses are T scalars (the outputs are stacked anyway); summing them after the
-        # scan keeps the loss in its own dtype
-        return carry, RunTotal(jnp.sum(losses), grads, outputs)
+            def body(acc, inputs):
+                c, grads, loss = acc
+                i, x, target = inputs
+                c, out = step(params, c, x, target, i if self.check_finite else None)
+                # accumulate in the parameters' dtypes whatever the loss's dtype (bf16 params, f64 targets)
+                grads = jax.tree_util.tree_map(lambda g, d: g + d.astype(g.dtype), grads, out.grads)
+                # the loss is summed in the carry, in its own dtype: nothing per step is stacked
+                return (c, grads, loss + out.loss), (out.output if keep_outputs else None)
+
+            init = (carry, zero, jnp.zeros((), loss_dtype))
+            (carry, grads, loss), outputs = jax.lax.scan(body, init, (jnp.arange(T), xs, targets))
+            return carry, RunTotal(loss, grads, outputs)
+
+        if not self.check_finite:
+            return scan(carry)
+        # the per-step checks sit inside a scan: functionalize them here, so that an eager run
+        # raises at once and an outer checkify (a jitted run) receives them
+        from jax.experimental import checkify
+        error, result = checkify.checkify(scan, errors=checkify.user_checks)(carry)
+        checkify.check_error(error)
+        return result
 
     # -- reports -------------------------------------------------------------
     def explain(self, params, state0, x0, print_report: bool = True):
@@ -562,6 +679,55 @@ class OnlineLearner:
                              f"API: learner.signal_step, learner.apply_signal, learner.eligibility")
 
 
+# what each built-in method drops, in words, for the learner's repr
+_METHOD_CUTS = {
+    "exact": "cuts nothing (RTRL, equals BPTT)",
+    "eprop": "cuts the recurrent neuron-mixing paths in the whole step (e-prop)",
+    "ostl": "cuts every neuron-mixing path from the traces, learning signal through the true step (OSTL)",
+    "snap1": "keeps each trace only where a parameter acts within one step (SnAp-1)",
+}
+
+
+def _name(fn) -> str:
+    """A callable's readable name: its qualified name, a partial's function, or its repr."""
+    inner = getattr(fn, "func", None)          # functools.partial
+    if inner is not None and callable(inner):
+        return f"partial({_name(inner)})"
+    qual = getattr(fn, "__qualname__", None) or getattr(type(fn), "__qualname__", None)
+    return qual if qual is not None else repr(fn)
+
+
+def _sequence_length(xs, targets, time_axis: int, layout: str) -> int:
+    """The number of steps `T` of a run: the length of the time axis of every leaf of `xs` and
+    `targets` (`xs` may be None: a network without input).
+
+    **Raises:**
+
+    `ValueError` naming the leaves that lack the axis or disagree on `T`, with their shapes,
+    or when neither `xs` nor `targets` has a leaf.
+    """
+    named = [(name + jax.tree_util.keystr(path), np.shape(v)) for name, tree in (("xs", xs), ("targets", targets))
+             for path, v in jax.tree_util.tree_flatten_with_path(tree)[0]]
+    if not named:
+        raise ValueError("neither xs nor targets has an array leaf, so nothing gives the number of steps T: "
+                         f"pass targets with leaves {layout} (xs may be None for a network without input)")
+    short = [(name, shape) for name, shape in named if len(shape) <= time_axis]
+    if short:
+        raise ValueError(f"{', '.join(f'{n} has shape {list(s)}' for n, s in short)}: leaves of xs and targets "
+                         f"are {layout}, with the time axis T at axis {time_axis}")
+    lengths = {shape[time_axis] for _, shape in named}
+    if len(lengths) > 1:
+        raise ValueError(f"xs and targets disagree on the number of steps T (axis {time_axis} of {layout}): "
+                         + ", ".join(f"{n} has T={s[time_axis]} (shape {list(s)})" for n, s in named)
+                         + ". Give every leaf of both the same length.")
+    return lengths.pop()
+
+
+def _first(tree):
+    """The first example (or step) of every leaf."""
+    return jax.tree_util.tree_map(lambda v: v[0] if np.ndim(v) else v, tree)
+
+
 def _copy(tree):
     """Fresh buffers for every array leaf: a carry must never alias the caller's arrays (donation)."""
     return jax.tree_util.tree_map(lambda v: jnp.array(v, copy=True), tree)
@@ -573,8 +739,9 @@ def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exa
 
     `method="exact"` is real-time recurrent learning (RTRL; Williams & Zipser 1989) with
     the traces stored in the sparse form the tracer proves; `method="eprop"` is e-prop
-    (Bellec et al. 2020): the paths that mix neurons of a recurrent layer are cut from the
-    traces (reported by `explain()`); `method="snap1"` is SnAp-1 (Menick et al. 2021).
+    (Bellec et al. 2020): the paths that mix neurons of a recurrent layer are cut in the
+    whole step, state update and output alike (reported by `explain()`); `method="snap1"`
+    is SnAp-1 (Menick et al. 2020).
 
     **Arguments:**
 
@@ -591,8 +758,8 @@ def online_grad(model: Callable, loss_fn: Optional[Callable] = None, method="exa
     - `check_finite`: check at every step that the input, target, parameters and carried
       state, and what the step produces (state, traces, loss, output, gradient) are
       finite, with `jax.experimental.checkify`: a NaN or inf raises at the step it enters,
-      naming the quantity (and the step index within `run`). Eager calls raise at once; a
-      jitted step must be checkified: `err, (carry, out) = jax.jit(checkify.checkify(
+      naming the quantity (and the step index within `run`). Eager calls (`step`, `run`,
+      `run_batch`) raise at once; a jitted one must be checkified: `err, (carry, out) = jax.jit(checkify.checkify(
       learner.step))(params, carry, x, target); err.throw()`. Off by default: a NaN then
       propagates into the state and traces and every later gradient, silently.
 
@@ -624,13 +791,15 @@ def bptt_grad(model: Callable, loss_fn: Callable) -> Callable:
 
     **Raises:**
 
-    `TypeError` for non-float parameters.
+    `TypeError` for non-float parameters; `ValueError` when `loss_fn` does not return a
+    scalar (as `online_grad`: a vector loss is refused, never summed silently); an error
+    inside `loss_fn` names the output's and the target's shapes.
     """
     def total_loss(params, state0, xs, targets):
         def body(state, inputs):
             x, target = inputs
             state, y = model(params, state, x)
-            return state, loss_fn(y, target)
+            return state, call_loss(loss_fn, y, target)
         _, losses = jax.lax.scan(body, state0, (xs, targets))
         return jnp.sum(losses)
 

@@ -6,9 +6,13 @@ import jax.numpy as jnp
 import numpy as np
 
 
+def describe_leaves(named) -> str:
+    """`path: dtype[shape], ...` for `[(key path, leaf)]`, for messages."""
+    return ", ".join(f"{jax.tree_util.keystr(k) or '<root>'}: {leaf_text(v)}" for k, v in named)
+
+
 def _describe(tree) -> str:
-    return ", ".join(f"{jax.tree_util.keystr(k) or '<root>'}: {jnp.result_type(v).name}{list(np.shape(v))}"
-                     for k, v in jax.tree_util.tree_flatten_with_path(tree)[0])
+    return describe_leaves(jax.tree_util.tree_flatten_with_path(tree)[0])
 
 
 def check_params(params) -> None:
@@ -18,6 +22,17 @@ def check_params(params) -> None:
         raise ValueError("params has no array leaves: there is nothing to learn")
     for path, v in leaves:
         dtype = jnp.result_type(v)
+        if not jnp.issubdtype(dtype, jnp.inexact) and isinstance(v, (bool, int, np.integer, np.bool_)):
+            # a Python number in params is a setting (a count, a flag) that became a leaf
+            name = jax.tree_util.keystr(path) or "<root>"
+            field = name.rsplit(".", 1)[-1] if isinstance(path[-1], jax.tree_util.GetAttrKey) else "n"
+            raise TypeError(
+                f"parameter {name} is the Python {type(v).__name__} {v!r} (dtype {dtype.name}); sparseprop "
+                f"differentiates floating-point parameters only. A setting such as a count or a flag is "
+                f"no parameter: in an equinox Module, mark the field static, "
+                f"`{field}: {type(v).__name__} = eqx.field(static=True, default={v!r})`; elsewhere close over "
+                f"it in the model (functools.partial). If it is meant to be learned, give it as a float "
+                f"array (jnp.asarray({v!r}, jnp.float32)).")
         if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
                 f"parameter {jax.tree_util.keystr(path) or '<root>'} has dtype {dtype.name}; "
@@ -44,13 +59,8 @@ def check_model_output(model, params, state, x) -> None:
     try:
         out = jax.eval_shape(model, params, state, x)
     except Exception as e:
-        message = (f"the model failed on params ({_describe(params)}), state ({_describe(state)}) "
-                   f"and x ({_describe(x)}): {type(e).__name__}: {e}")
-        try:
-            error = type(e)(message)      # keep the type (TypeError for shapes) when it allows
-        except Exception:
-            error = ValueError(message)
-        raise error from e
+        raise _retyped(e, f"the model failed on params ({_describe(params)}), state ({_describe(state)}) "
+                          f"and x ({_describe(x)}): {type(e).__name__}: {e}") from e
     if not (isinstance(out, tuple) and len(out) == 2):
         raise TypeError(f"the model must return a pair (new_state, y); it returned "
                         f"{type(out).__name__} {jax.tree_util.tree_structure(out)}")
@@ -67,14 +77,37 @@ def check_model_output(model, params, state, x) -> None:
                             f"(check the initial state, e.g. its dtype under jax_enable_x64)")
 
 
+def _retyped(e: Exception, message: str) -> Exception:
+    """`message` as an error of `e`'s type (a TypeError for shapes stays one) when it allows."""
+    try:
+        return type(e)(message)
+    except Exception:
+        return ValueError(message)
+
+
 def check_loss(loss) -> None:
+    """A loss must be a scalar: a vector would be summed silently by one method and refused by another."""
     if jnp.shape(loss) != ():
         raise ValueError(f"loss_fn must return a scalar; it returned shape {jnp.shape(loss)}. "
                          f"Reduce it, e.g. with jnp.sum or jnp.mean.")
 
 
+def call_loss(loss_fn, y, target):
+    """`loss_fn(y, target)`, checked to be a scalar; an error inside `loss_fn` (a target of the
+    wrong shape) is raised again naming the output's and the target's shapes and dtypes."""
+    try:
+        value = loss_fn(y, target)
+    except Exception as e:
+        raise _retyped(e, f"loss_fn failed on the model's output y ({_describe(y)}) and the target "
+                          f"({_describe(target)}): {type(e).__name__}: {e}. A step's target must fit "
+                          f"one step's output (for run, targets are time-major: (T, ...) leaves)") from e
+    check_loss(value)
+    return value
+
+
 # ---------------------------------------------------------------------------- carries
-def _leaf_text(v) -> str:
+def leaf_text(v) -> str:
+    """`dtype[shape]` of one array leaf, for messages."""
     return f"{jnp.result_type(v).name}{list(np.shape(v))}"
 
 
@@ -116,7 +149,7 @@ def check_traces(traces, blocks, block_names, tag, batch_shape=()) -> None:
     for name, blk, T in zip(block_names, blocks, leaves):
         want = tuple(batch_shape) + tuple(blk.shape)
         if tuple(np.shape(T)) != want or jnp.result_type(T) != jnp.dtype(blk.dtype):
-            raise ValueError(f"the carry's trace for {name} is {_leaf_text(T)}, but this learner's program "
+            raise ValueError(f"the carry's trace for {name} is {leaf_text(T)}, but this learner's program "
                              f"(method={tag[0]!r}) stores it as {jnp.dtype(blk.dtype).name}{list(want)}. "
                              f"{advice}")
     if other is not None and other != tag:
@@ -177,7 +210,7 @@ def _signal_mismatch(state_signal, state) -> str:
     covers = lambda prefix, path: tuple(path[:len(prefix)]) == tuple(prefix)  # noqa: E731
     extra = [k for k in sig_paths if not any(covers(k, p) or covers(p, k) for p in state_paths)]
     missing = [p for p in state_paths if not any(covers(k, p) or covers(p, k) for k in sig_paths)]
-    text = ", ".join(f"{jax.tree_util.keystr(k) or '<root>'}: {_leaf_text(v)}" for k, v in state_named)
+    text = ", ".join(f"{jax.tree_util.keystr(k) or '<root>'}: {leaf_text(v)}" for k, v in state_named)
     parts = []
     if extra:
         parts.append("it has " + ", ".join(jax.tree_util.keystr(k) or "<root>" for k in extra)

@@ -5,6 +5,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import sparseprop as sp
 from models import alif, inputs, lif_subtract, recurrent_lif
@@ -211,3 +212,117 @@ def test_catalogue_init_state_with_a_batch():
     carry = learner.init_batch(params, small.init_state((3, 5, 2), batch=6), jnp.ones((6, 3)))
     carry, out = learner.step_batch(params, carry, jnp.ones((6, 3)), jnp.zeros((6, 2)))
     assert out.output.shape == (6, 2)
+
+
+def _pattern_generator(n=8, o=2, seed=21):
+    """An autonomous recurrent LIF network (no input, a FORCE-like pattern generator): a
+    learned bias drives it, recurrence shapes the pattern, a leaky readout reads it."""
+    k = jax.random.split(jax.random.PRNGKey(seed), 3)
+
+    def model(p, s, x):
+        assert x is None
+        v, z, r = s
+        v = 0.9 * v + p["b"] + p["v_rec"] @ z - jax.lax.stop_gradient(z)
+        z = sp.spike(v - 1.0)
+        r = 0.8 * r + p["w_out"] @ z
+        return (v, z, r), r
+    params = {"b": jnp.linspace(0.15, 0.4, n), "v_rec": jax.random.normal(k[0], (n, n)) * 0.4,
+              "w_out": jax.random.normal(k[1], (o, n))}
+    state0 = (jax.random.uniform(k[2], (n,)), jnp.zeros(n), jnp.zeros(o))
+    return model, params, state0
+
+
+def test_a_network_without_input_runs_with_xs_none():
+    model, params, state0 = _pattern_generator()
+    T = 40
+    targets = jnp.sin(jnp.arange(T)[:, None] * jnp.array([0.3, 0.5]))
+    learner = sp.online_grad(model, mse, method="exact")
+    carry, total = learner.run(params, learner.init(params, state0), None, targets)
+    loss, ref = sp.bptt_grad(model, mse)(params, state0, None, targets)
+    assert max_relative_error(total.grads, ref) <= 1e-9
+    np.testing.assert_allclose(total.loss, loss, rtol=1e-12)
+    assert total.outputs.shape == (T, 2)
+    # step by step, x=None, from the same start
+    c, acc = learner.init(params, state0), jax.tree_util.tree_map(jnp.zeros_like, params)
+    n_spikes = 0
+    for t in targets:
+        c, out = learner.step(params, c, None, t)
+        acc = jax.tree_util.tree_map(jnp.add, acc, out.grads)
+        n_spikes += int(jnp.sum(c.state[1]))
+    assert n_spikes > 20, "the network must spike for the comparison to mean anything"
+    assert max_relative_error(acc, ref) <= 1e-9
+    # a batch of streams from different states, xs=None: targets give T and B
+    B = 3
+    states = jax.tree_util.tree_map(lambda *v: jnp.stack(v), *[
+        (state0[0] * (b + 1) / B, state0[1], state0[2]) for b in range(B)])
+    batch_targets = jnp.stack([targets, -targets, 0.5 * targets])
+    _, batched = learner.run_batch(params, learner.init_batch(params, states), None, batch_targets)
+    refs = [sp.bptt_grad(model, mse)(params, jax.tree_util.tree_map(lambda v: v[b], states), None,
+                                      batch_targets[b])[1] for b in range(B)]
+    assert max_relative_error(batched.grads, jax.tree_util.tree_map(lambda *g: sum(g), *refs)) <= 1e-9
+    assert batched.outputs.shape == (B, T, 2)
+
+
+def test_check_finite_works_in_an_eager_run_and_run_batch():
+    case = lif_subtract()
+    xs, targets = inputs(case, T=12)
+    learner = sp.online_grad(case.model, mse, check_finite=True)
+    plain = sp.online_grad(case.model, mse)
+    _, checked = learner.run(case.params, learner.init(case.params, case.state0), xs, targets)
+    _, unchecked = plain.run(case.params, plain.init(case.params, case.state0), xs, targets)
+    assert max_relative_error(checked.grads, unchecked.grads) == 0.0      # finite: same result, no error
+    with pytest.raises(Exception, match=r"the input x has a NaN or inf entering the step \(step 5 of the run\)"):
+        learner.run(case.params, learner.init(case.params, case.state0), xs.at[5, 1].set(jnp.nan), targets)
+    B = 2
+    bxs, btargets = inputs(case, T=12, batch=B)
+    carry = learner.init_batch(case.params, case.state0, batch_size=B)
+    _, total = learner.run_batch(case.params, carry, bxs, btargets)
+    _, ref = plain.run_batch(case.params, plain.init_batch(case.params, case.state0, batch_size=B), bxs, btargets)
+    assert max_relative_error(total.grads, ref.grads) == 0.0
+    with pytest.raises(Exception, match=r"the target has a NaN or inf entering the step \(step 7 of the run\)"):
+        learner.run_batch(case.params, carry, bxs, btargets.at[1, 7, 0].set(jnp.inf))
+
+
+def test_run_memory_does_not_grow_with_the_number_of_steps():
+    n, m, f32 = 128, 16, jnp.float32
+
+    def model(p, s, x):
+        v = p["beta"] * s["v"] + p["w"] @ x - s["z"]
+        z = sp.spike(v - 1.0)
+        return {"v": v, "z": z}, p["w_out"] @ z
+    params = {"beta": jnp.full(n, 0.9, f32), "w": jnp.ones((n, m), f32), "w_out": jnp.ones((2, n), f32)}
+    learner = sp.online_grad(model, lambda y, t: jnp.sum((y - t) ** 2))
+    carry = learner.init(params, {"v": jnp.zeros(n, f32), "z": jnp.zeros(n, f32)}, jnp.zeros(m, f32))
+
+    def temp_bytes(T, keep_outputs):
+        run = jax.jit(lambda p, c, xs, ts: learner.run(p, c, xs, ts, keep_outputs=keep_outputs))
+        compiled = run.lower(params, carry, jnp.zeros((T, m), f32), jnp.zeros((T, 2), f32)).compile()
+        return compiled.memory_analysis().temp_size_in_bytes
+    assert temp_bytes(200, False) == temp_bytes(3200, False)
+    assert temp_bytes(200, True) == temp_bytes(3200, True)     # outputs are returned, not temporaries
+    _, total = learner.run(params, carry, jnp.ones((5, m), f32), jnp.zeros((5, 2), f32), keep_outputs=False)
+    assert total.outputs is None
+
+
+def test_a_learner_reads_well():
+    case = lif_subtract()
+    text = repr(sp.online_grad(case.model, mse, method="eprop"))
+    assert text.startswith("OnlineLearner(model=lif_subtract.<locals>.model, method='eprop'")
+    assert "cuts the recurrent neuron-mixing paths in the whole step" in text and "loss_fn=mse" in text
+    assert "cuts nothing" in repr(sp.online_grad(case.model, mse))
+    assert "loss_fn=None" in repr(sp.online_grad(case.model))
+
+
+def test_optional_submodules_load_on_first_use():
+    import os
+    import subprocess
+    import sys
+    code = ("import sys, sparseprop as sp; "
+            "before = [m for m in ('checkpoint', 'parallel', 'nir', 'plotting') if 'sparseprop.' + m in sys.modules]; "
+            "assert not before, before; "
+            "assert callable(sp.checkpoint.save) and callable(sp.parallel.data_parallel_run); "
+            "assert 'checkpoint' in dir(sp)")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr

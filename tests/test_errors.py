@@ -215,3 +215,69 @@ def test_check_finite_names_a_bad_learning_signal():
     carry = learner.init(case.params, case.state0, xs[0])
     with pytest.raises(Exception, match=r"the output signal has a NaN or inf"):
         learner.signal_step(case.params, carry, xs[0], lambda y: y * jnp.nan)
+
+
+def test_a_carry_of_init_in_step_batch_says_use_init_batch():
+    case, x, t = _setup()
+    learner = sp.online_grad(case.model, mse)
+    carry = learner.init(case.params, case.state0, x)
+    with pytest.raises(ValueError, match=r"this carry was made by init \(one example\).*init_batch"):
+        learner.step_batch(case.params, carry, jnp.ones((3, case.n_in)), jnp.zeros((3, case.n_out)))
+
+
+def test_sequences_of_different_lengths_name_xs_and_targets():
+    case, _, _ = _setup()
+    learner = sp.online_grad(case.model, mse)
+    xs, targets = jnp.ones((20, case.n_in)), jnp.zeros((20, case.n_out))
+    carry = learner.init(case.params, case.state0, xs[0])
+    with pytest.raises(ValueError, match=r"xs has T=20 \(shape \[20, 4\]\), targets has T=19 \(shape \[19, 3\]\)"):
+        learner.run(case.params, carry, xs, targets[:19])
+    batch = learner.init_batch(case.params, case.state0, xs[0], batch_size=2)
+    with pytest.raises(ValueError, match=r"batch of B=2 examples.*xs has shape \[20, 4\].*\(B, T, \.\.\.\) with B=2"):
+        learner.run_batch(case.params, batch, xs, jnp.zeros((2, 20, case.n_out)))
+    with pytest.raises(ValueError, match=r"made by init \(one example\)"):
+        learner.run_batch(case.params, carry, jnp.ones((2, 20, case.n_in)), jnp.zeros((2, 20, case.n_out)))
+    with pytest.raises(ValueError, match="neither xs nor targets has an array leaf"):
+        learner.run(case.params, carry, None, None)
+
+
+def test_a_target_of_the_wrong_shape_names_both_shapes():
+    case, x, _ = _setup()
+    learner = sp.online_grad(case.model, mse)
+    with pytest.raises(TypeError, match=r"loss_fn failed on the model's output y \(<root>: float64\[3\]\) and "
+                                        r"the target \(<root>: float64\[5\]\)"):
+        learner.step(case.params, learner.init(case.params, case.state0, x), x, jnp.zeros(5))
+
+
+def test_init_batch_with_a_batch_size_and_a_batched_x_says_x_is_one_example():
+    case, x, _ = _setup()
+    learner = sp.online_grad(case.model, mse)
+    with pytest.raises(ValueError, match=r"with batch_size, x is ONE example's input.*Pass x\[0\]"):
+        learner.init_batch(case.params, case.state0, jnp.ones((3, case.n_in)), batch_size=3)
+    carry = learner.init_batch(case.params, case.state0, x, batch_size=3)       # one example's x: fine
+    assert carry.state["v"].shape == (3,) + case.state0["v"].shape
+
+
+def test_bptt_grad_refuses_a_vector_loss_like_online_grad():
+    case, x, t = _setup()
+    vector = lambda y, t: (y - t) ** 2  # noqa: E731
+    with pytest.raises(ValueError, match="loss_fn must return a scalar"):
+        sp.bptt_grad(case.model, vector)(case.params, case.state0, x[None], t[None])
+
+
+def test_an_int_field_of_an_equinox_module_says_mark_it_static():
+    import equinox as eqx
+
+    class Params(eqx.Module):
+        w: jax.Array
+        n_sub: int = 2
+
+    def model(p, s, x):
+        for _ in range(p.n_sub):
+            s = 0.9 * s + p.w @ x
+        return s, s
+    params = Params(jnp.ones((3, 2)))
+    learner = sp.online_grad(model, mse)
+    with pytest.raises(TypeError, match=r"\.n_sub is the Python int 2.*`n_sub: int = eqx\.field\(static=True, "
+                                        r"default=2\)`"):
+        learner.step(params, learner.init(params, jnp.zeros(3)), jnp.ones(2), jnp.zeros(3))

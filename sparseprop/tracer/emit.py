@@ -284,7 +284,7 @@ def step(plan: Plan, p, s, traces, xs, loss, batched: bool = False):
             y = output(p, full, s, xs)
             return loss(y, None), y
         ys = jax.vmap(lambda a, b, c: output(p, a, b, c))(full, list(s), list(xs))
-        index = jnp.arange(xs[0].shape[0])
+        index = jnp.arange(jax.tree_util.tree_leaves((s, xs))[0].shape[0])   # the batch (x may be empty)
         return jnp.sum(jax.vmap(lambda y, i: loss(y, i))(ys, index)), ys
 
     try:
