@@ -12,6 +12,7 @@ product (`analysis.Synapse`) or a readout projection (`Projection`).
 """
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, Hashable, NamedTuple, Optional, Tuple
 
@@ -169,6 +170,11 @@ class SignalForm:
     state_out_position: Dict = field(default_factory=dict)   # model outvar -> state leaf
 
 
+def _delegate(path: str):
+    """A read-only property that reads `path` (dotted) off the record."""
+    return property(operator.attrgetter(path), doc=f"`{path}`")
+
+
 @dataclass(frozen=True, eq=False)
 class Plan:
     """Pass 6: the online program's plan — everything `explain()` reports and `emit.py` runs."""
@@ -188,38 +194,18 @@ class Plan:
     def block_index(self) -> Dict[Tuple[int, int], int]:
         return {(b.state, b.param): i for i, b in enumerate(self.blocks)}
 
-    # names the tests and reports read
-    @property
-    def param_names(self):
-        return self.step.param_names
-
-    @property
-    def state_names(self):
-        return self.step.state_names
-
-    @property
-    def p_avals(self):
-        return self.step.p_avals
-
-    @property
-    def s_avals(self):
-        return self.step.s_avals
-
-    @property
-    def synapses(self):
-        return self.structure.synapses
+    # what the tests and reports read, by its name here
+    param_names = _delegate("step.param_names")
+    state_names = _delegate("step.state_names")
+    p_avals = _delegate("step.p_avals")
+    s_avals = _delegate("step.s_avals")
+    synapses = _delegate("structure.synapses")
+    n_probes = _delegate("probes.count")
+    reverse_states = _delegate("probes.reverse_states")
 
     @property
     def block_names(self) -> Tuple[str, ...]:
         return tuple(f"d{self.state_names[b.state]}/d{self.param_names[b.param]}" for b in self.blocks)
-
-    @property
-    def n_probes(self) -> int:
-        return self.probes.count
-
-    @property
-    def reverse_states(self):
-        return self.probes.reverse_states
 
     @property
     def exact(self) -> bool:

@@ -169,6 +169,16 @@ def _diagonal_lookups(indices_shape, index_map, batching, fact) -> dict:
     return pairs
 
 
+def _lookups(eqn, index_map, operand_batch, indices_batch, facts):
+    """(lookup axes of the indices, `{operand axis: indices axis}` read one-to-one) of a gather
+    or scatter, whose indices are its second operand."""
+    indices_shape = eqn.invars[1].aval.shape
+    batch = batch_axes(len(indices_shape), len(indices_shape) - 1)
+    pairs = _diagonal_lookups(indices_shape, index_map, (operand_batch, tuple(indices_batch)),
+                              (facts or [None, None])[1])
+    return batch, pairs
+
+
 def scatter_rule(eqn, in_deps, facts=None):
     """`x.at[idx].set/add/mul(u)`: the output keeps the operand's indices; an update's window
     axis lines up with the operand axis it covers unless that axis is indexed (an offset);
@@ -180,13 +190,10 @@ def scatter_rule(eqn, in_deps, facts=None):
     window_dims = [d for d in range(nd) if d not in dn.inserted_window_dims and d not in operand_batch]
     to_operand = {u: window_dims[k] for k, u in enumerate(dn.update_window_dims)
                   if window_dims[k] not in dn.scatter_dims_to_operand_dims}
-    indices_shape = eqn.invars[1].aval.shape
     n_updates = len(eqn.invars[2].aval.shape)
     lookup_axes = [u for u in range(n_updates) if u not in dn.update_window_dims]
-    batch = batch_axes(len(indices_shape), len(indices_shape) - 1)
-    pairs = _diagonal_lookups(indices_shape, dn.scatter_dims_to_operand_dims,
-                              (operand_batch, tuple(getattr(dn, "scatter_indices_batching_dims", ()))),
-                              (facts or [None, None])[1])
+    batch, pairs = _lookups(eqn, dn.scatter_dims_to_operand_dims, operand_batch,
+                            getattr(dn, "scatter_indices_batching_dims", ()), facts)
     for o, a in pairs.items():
         if a in batch:
             to_operand[lookup_axes[batch.index(a)]] = o
@@ -204,13 +211,10 @@ def gather_rule(eqn, in_deps, facts=None):
     operand_batch = tuple(getattr(dn, "operand_batching_dims", ()))
     kept = [d for d in range(nd) if d not in dn.collapsed_slice_dims and d not in operand_batch]
     to_out = {kept[k]: o for k, o in enumerate(dn.offset_dims) if kept[k] not in dn.start_index_map}
-    indices_shape = eqn.invars[1].aval.shape
     out_nd = len(eqn.outvars[0].aval.shape)
     lookup_axes = [o for o in range(out_nd) if o not in dn.offset_dims]
-    batch = batch_axes(len(indices_shape), len(indices_shape) - 1)
-    pairs = _diagonal_lookups(indices_shape, dn.start_index_map,
-                              (operand_batch, tuple(getattr(dn, "start_indices_batching_dims", ()))),
-                              (facts or [None, None])[1])
+    batch, pairs = _lookups(eqn, dn.start_index_map, operand_batch,
+                            getattr(dn, "start_indices_batching_dims", ()), facts)
     sizes = eqn.params["slice_sizes"]
     for o, a in pairs.items():
         if a in batch and sizes[o] == 1 and (o in dn.collapsed_slice_dims or o in operand_batch):
