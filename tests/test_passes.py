@@ -13,6 +13,7 @@ from sparseprop.tracer.passes.blocks import plan_blocks
 from sparseprop.tracer.passes.cuts import apply_cuts
 from sparseprop.tracer.passes.jvp import trace_jvp
 from sparseprop.tracer.passes.mixing import classify_mixing
+from sparseprop.tracer.passes.neurons import find_neuron_axes
 from sparseprop.tracer.passes.signal import plan_signal
 from sparseprop.tracer.passes.structure import analyse_structure
 from sparseprop.tracer.passes.trace import trace_step
@@ -45,7 +46,7 @@ def _state():
 
 def _passes(model, params, state, method):
     step = trace_step(model, params, state, jnp.zeros(M))
-    graph = classify_mixing(step)
+    graph = classify_mixing(step, find_neuron_axes(step))
     cuts = apply_cuts(step, graph, method)
     jvp = trace_jvp(step, cuts)
     structure = analyse_structure(step, jvp, ())

@@ -118,8 +118,10 @@ class _Context:
 
 
 class _Walker:
-    def __init__(self, mode: str, cut=lambda mixing: False, classify=lambda mixing: None, projections=None):
+    def __init__(self, mode: str, cut=lambda mixing: False, classify=lambda mixing: None, projections=None,
+                 neuron_axes=None):
         self.mode = mode
+        self.neuron_axes = neuron_axes or {}
         self.projections = projections or {}
         self.cut = cut
         self.classify = classify
@@ -275,9 +277,10 @@ class _Walker:
                 continue
             alone = [d if j == k else {} for j in range(len(ins))]
             lost = lost_matches(d, merge_deps(*structure(eqn, alone, ctx)))
-            # only the neuron axis counts: mixing compartments or delay taps of one
-            # neuron (the other axes of a state leaf) stays within the neuron
-            lost = {key: axes for key, axes in lost.items() if NEURON_AXIS in axes}
+            # only neuron axes count: mixing compartments or delay taps of one neuron (the
+            # other axes of a state leaf, passes/neurons.py) stays within the neuron
+            lost = {key: axes for key, axes in lost.items()
+                    if set(axes) & self.neuron_axes.get(key, {NEURON_AXIS})}
             if lost:
                 mixes = True
                 mix = Mixing(ctx.here, info.name, k, tuple(sorted(lost, key=str)), ctx.source)
@@ -387,7 +390,8 @@ def _check_linear_in_tangent(eqn, jaxpr, n_primals: int, source: str):
 
 def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
             cut=lambda mixing: False, classify=lambda mixing: None,
-            projections: Optional[Dict[Path, Hashable]] = None) -> Analysis:
+            projections: Optional[Dict[Path, Hashable]] = None,
+            neuron_axes: Optional[Dict[Hashable, FrozenSet[int]]] = None) -> Analysis:
     """Walk `jaxpr` (open) with `in_deps` for its invars.
 
     **Arguments:**
@@ -403,6 +407,8 @@ def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
       `MixTag(path)` key for every mixing equation whose result reaches that output.
     - `projections`: equations (by path) whose result stands for a tracked input of its own
       (`{path: key}`): a readout of a new state leaf whose trace is kept filtered (program.py).
+    - `neuron_axes`: in mixing mode, the axes of each tracked input that index neurons
+      (`{key: axes}`, passes/neurons.py); an input missing here has its leading axis.
 
     **Returns:**
 
@@ -410,7 +416,7 @@ def analyse(jaxpr, in_deps: List[Deps], mode: str, raw: Optional[Dict] = None,
     """
     if mode not in ("jacobian", "mixing"):
         raise ValueError(f"mode must be 'jacobian' or 'mixing', not {mode!r}")
-    walker = _Walker(mode, cut, classify, projections)
+    walker = _Walker(mode, cut, classify, projections, neuron_axes)
     for v, deps in zip(jaxpr.invars, in_deps):
         for key, m in deps.items():
             if m == identity_map(len(v.aval.shape)):

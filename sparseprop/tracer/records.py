@@ -73,6 +73,7 @@ class MixingGraph:
     flags: Dict[Tuple, Tuple[bool, bool]]        # (path, operand) -> (recurrent, reaches_state)
     uncut_outputs: Tuple                          # Deps of each model output (state, then y)
     in_deps: Tuple
+    neuron_axes: Dict[int, FrozenSet[int]] = field(default_factory=dict)   # state leaf -> its neuron axes
 
 
 @dataclass(frozen=True, eq=False)

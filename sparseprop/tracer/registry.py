@@ -278,7 +278,7 @@ defelementwise(
     lax.logistic_p, lax.max_p, lax.min_p, lax.nextafter_p, lax.pow_p, lax.rem_p, lax.rsqrt_p, lax.sin_p,
     lax.sinh_p, lax.sqrt_p, lax.square_p, lax.tan_p, lax.tanh_p)
 defelementwise(lax.bessel_i0e_p)
-defelementwise(lax.conj_p, lax.imag_p, lax.real_p, linearity="other")
+defelementwise(lax.conj_p, lax.imag_p, lax.real_p, lax.complex_p, linearity="other")
 defelementwise(lax.neg_p, lax.reduce_precision_p, uniformity="pass", linearity="zero_preserving")
 defelementwise(lax.convert_element_type_p, lax.copy_p, uniformity="pass", linearity="zero_preserving",
                index_fact=indices.same_fact)

@@ -1,6 +1,7 @@
 """The tracer's passes, in the order they run (each a function from records to a record):
 
-1. `trace.py`      the step's jaxpr → `Step`
+1. `trace.py`      the step's jaxpr → `Step`; `neurons.py` which axes of each state leaf
+   index neurons (from the synapses)
 2. `mixing.py`     operations mixing neurons, classified on the state graph → `MixingGraph`
 3. `cuts.py`       the method's cuts (stop_gradient on mixing operands) → `Cuts`
 4. `jvp.py`        the JVP program of the cut step, readout candidates → `Jvp`
@@ -19,6 +20,7 @@ from .blocks import DENSE_WARNING_BYTES, plan_blocks
 from .cuts import apply_cuts
 from .jvp import trace_jvp
 from .mixing import classify_mixing
+from .neurons import find_neuron_axes
 from .probes import plan_probes
 from .signal import plan_signal
 from .structure import analyse_structure
@@ -45,9 +47,9 @@ def build(model, method, params, state, x, keep_all_traces: bool = False) -> Pla
     `TracerError` for a model the tracer cannot turn into a correct online program.
     """
     step = trace_step(model, params, state, x)
-    graph = classify_mixing(step)
+    graph = classify_mixing(step, find_neuron_axes(step))
     cuts = apply_cuts(step, graph, method)
-    jvp = trace_jvp(step, cuts)
+    jvp = trace_jvp(step, cuts, graph.neuron_axes)
     projections = jvp.projections
     while True:     # a readout that cannot be kept filtered is analysed as a plain operation
         structure = analyse_structure(step, jvp, projections)

@@ -72,7 +72,7 @@ def _direct_maps(step: Step, structure: Structure) -> Dict[Key, AxisMap]:
                 direct[(a, key.index)] = merge_maps(direct.get((a, key.index)), m)
             elif key.kind == "synapse":
                 syn = structure.synapses[key.index]
-                pm = compose_maps(m, _synapse_param_map(syn, structure.input_shapes[InputKey(*syn.param)]))
+                pm = compose_maps(m, synapse_param_map(syn, structure.input_shapes[InputKey(*syn.param)]))
                 direct[(a, syn.param[1])] = merge_maps(direct.get((a, syn.param[1])), pm)
             elif key.kind == "edge":     # a sparse synapse: edge s reaches neuron post[s], not a fixed axis
                 e = structure.edge(key)
@@ -81,7 +81,7 @@ def _direct_maps(step: Step, structure: Structure) -> Dict[Key, AxisMap]:
     return direct
 
 
-def _synapse_param_map(syn, p_shape) -> AxisMap:
+def synapse_param_map(syn, p_shape) -> AxisMap:
     """Map of the synapse output I on its parameter W: kept axes matched, contracted free."""
     if syn.primitive == convolution.PRIMITIVE:
         return convolution.param_map(syn.params, syn.perm, len(p_shape))

@@ -7,13 +7,13 @@ import jax
 from ..analysis import analyse
 from ..interpreter import FORWARD_DIFFERENTIABLE, evaluate, forward
 from ..records import Cuts, MixingGraph, Step
-from .mixing import set_flags
+from .mixing import set_flags, state_axes
 
 
 def apply_cuts(step: Step, graph: MixingGraph, method) -> Cuts:
     """The cut model's mixing pass: later mixing is judged on the model with earlier cuts."""
     analysis = analyse(step.jaxpr, list(graph.in_deps), mode="mixing", cut=method.cut,
-                       classify=lambda mix: set_flags(mix, graph.flags))
+                       classify=lambda mix: set_flags(mix, graph.flags), neuron_axes=state_axes(graph.neuron_axes))
     # previous state leaves the output depends on, through the step the learning signal takes
     outputs = (analysis.outputs if method.cut_output else graph.uncut_outputs)[len(step.s_avals):]
     reads = frozenset(key[1] for d in outputs for key in d if isinstance(key, tuple) and key[0] == "state")

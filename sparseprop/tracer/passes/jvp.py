@@ -16,8 +16,11 @@ from ..structure import identity_map
 from .cuts import cut_state
 
 
-def trace_jvp(step: Step, cuts: Cuts) -> Jvp:
+def trace_jvp(step: Step, cuts: Cuts, neuron_axes=None) -> Jvp:
     """(p, s, xs, dp, ds) -> (new differentiable state, its tangent, the other new state leaves).
+
+    `cuts=None`: the model as written. `neuron_axes` (passes/neurons.py; default: the leading
+    axis) tells which readouts mix neurons.
 
     **Raises:**
 
@@ -56,10 +59,10 @@ def trace_jvp(step: Step, cuts: Cuts) -> Jvp:
     edges = find_edge_synapses(closed, len(p), len(s), len(xs))
     for edge in edges:
         check_constant_indices(edge, closed)
-    return Jvp(closed, tuple(in_deps), raw, find_projections(jx, S, len(p)), edges)
+    return Jvp(closed, tuple(in_deps), raw, find_projections(jx, S, len(p), neuron_axes or {}), edges)
 
 
-def find_projections(jx, S, n_params) -> Tuple[Projection, ...]:
+def find_projections(jx, S, n_params, neuron_axes) -> Tuple[Projection, ...]:
     """Readouts of a new state leaf through a fixed matrix: `dot_general(W, ds_b)` at the top
     level of the JVP program, with W computed from parameters alone and the product mixing
     b's neuron axis. Such a readout's trace can be kept as a filtered copy of b's trace."""
@@ -76,7 +79,8 @@ def find_projections(jx, S, n_params) -> Tuple[Projection, ...]:
         for side in (0, 1):
             t, w = eqn.invars[side], eqn.invars[1 - side]
             contracting = eqn.params["dimension_numbers"][0][side]
-            if (isinstance(t, jcore.Var) and t in tangent_of and NEURON_AXIS in contracting
+            if (isinstance(t, jcore.Var) and t in tangent_of
+                    and set(contracting) & neuron_axes.get(tangent_of[t], {NEURON_AXIS})
                     and (isinstance(w, jcore.Literal) or w in param_only)):
                 found.append(Projection((i,), InputKey("projection", len(found)), tangent_of[t], side, eqn))
                 break

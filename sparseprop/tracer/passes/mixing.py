@@ -21,16 +21,23 @@ def model_in_deps(step: Step) -> Tuple:
         for i, a in enumerate(step.s_avals)] + [{} for _ in step.x_avals])
 
 
-def classify_mixing(step: Step) -> MixingGraph:
+def classify_mixing(step: Step, neuron_axes) -> MixingGraph:
     """The state graph comes from the model as written; cutting every mixing operand finds
-    them all (a cut never reveals a new one)."""
+    them all (a cut never reveals a new one). An operation mixes neurons when it loses a match
+    along a neuron axis of a state leaf (`neuron_axes`, passes/neurons.py)."""
     in_deps = model_in_deps(step)
-    uncut = analyse(step.jaxpr, list(in_deps), mode="mixing").outputs
-    found = analyse(step.jaxpr, list(in_deps), mode="mixing", cut=lambda mix: True)
+    axes = state_axes(neuron_axes)
+    uncut = analyse(step.jaxpr, list(in_deps), mode="mixing", neuron_axes=axes).outputs
+    found = analyse(step.jaxpr, list(in_deps), mode="mixing", cut=lambda mix: True, neuron_axes=axes)
     flags = mixing_flags(found, uncut[:len(step.s_avals)])
     for mix in found.mixing:
         set_flags(mix, flags)
-    return MixingGraph(tuple(found.mixing), flags, tuple(uncut), in_deps)
+    return MixingGraph(tuple(found.mixing), flags, tuple(uncut), in_deps, dict(neuron_axes))
+
+
+def state_axes(neuron_axes):
+    """`{("state", i): axes}`: the walker's form of the neuron axes."""
+    return {("state", i): axes for i, axes in neuron_axes.items()}
 
 
 def mixing_flags(found: Analysis, graph: List[Dict]) -> Dict[Tuple, Tuple[bool, bool]]:
