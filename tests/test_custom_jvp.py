@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import pytest
 
 import sparseprop as sp
-from reference import bptt, max_relative_error, mse
+from reference import assert_matches_bptt, bptt, max_relative_error, mse
 
 sg = jax.lax.stop_gradient
 
@@ -96,12 +96,9 @@ LINEAR = {
 def test_rules_linear_in_the_tangent_are_exact(name):
     params, state0, xs, targets = _case()
     model = _lif(LINEAR[name])
-    assert _spikes(model, params, state0, xs) > 0
-    learner = sp.online_grad(model, mse)
+    learner, _, _, _ = assert_matches_bptt(model, mse, params, state0, xs, targets, init_x=False,
+                                           spikes=lambda ys, states: _spikes(model, params, state0, xs))
     assert learner.is_exact(params, state0, xs[0])
-    _, total = learner.run(params, learner.init(params, state0), xs, targets)
-    _, grads, _ = bptt(model, mse, params, state0, xs, targets)
-    assert max_relative_error(total.grads, grads) <= 1e-9
 
 
 @pytest.mark.parametrize("surrogate", [None, sp.surrogates.FastSigmoid(), sp.surrogates.Triangle(),
@@ -114,11 +111,8 @@ def test_library_surrogates_are_exact(surrogate):
         v = p["alpha"] * v + p["w"] @ x + p["r"] @ z - sg(z)
         z = sp.spike(v - 1.0, surrogate)
         return (v, z), p["w_out"] @ z
-    assert _spikes(model, params, state0, xs) > 0
-    learner = sp.online_grad(model, mse)
-    _, total = learner.run(params, learner.init(params, state0), xs, targets)
-    _, grads, _ = bptt(model, mse, params, state0, xs, targets)
-    assert max_relative_error(total.grads, grads) <= 1e-9
+    assert_matches_bptt(model, mse, params, state0, xs, targets, init_x=False,
+                        spikes=lambda ys, states: _spikes(model, params, state0, xs))
 
 
 def test_the_affine_rule_really_disagrees_with_bptt():

@@ -7,7 +7,7 @@ import pytest
 from jax.experimental import sparse
 
 import sparseprop as sp
-from reference import assert_matches_bptt, bptt, max_relative_error, mse
+from reference import assert_matches_bptt, max_relative_error, mse
 
 N, M, O = 12, 9, 3
 sg = jax.lax.stop_gradient

@@ -6,14 +6,10 @@ import jax.numpy as jnp
 import pytest
 
 import sparseprop as sp
+from test_control_flow import _params
 from reference import bptt, max_relative_error, mse
 
 
-def _params(n=5, m=3, seed=21):
-    k = jax.random.split(jax.random.PRNGKey(seed), 3)
-    return ({"w": jax.random.normal(k[0], (n, m)) * 2.0, "alpha": jnp.linspace(0.8, 0.9, n),
-             "w_out": jax.random.normal(k[1], (2, n))},
-            jax.random.uniform(k[2], (20, m), maxval=1.5), jnp.zeros((20, 2)))
 
 
 def sort_at_top(p, s, x):

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import operator
 from dataclasses import dataclass, field
-from typing import Callable, Dict, FrozenSet, Hashable, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, FrozenSet, Hashable, NamedTuple, Tuple
 
 import numpy as np
 

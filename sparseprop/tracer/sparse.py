@@ -141,7 +141,6 @@ def _walk(jaxpr, path, raw, tangent, consts, index_ok, producers, found):
     producers = dict(producers)
     for i, eqn in enumerate(jaxpr.eqns):
         here = path + (i,)
-        name = eqn.primitive.name
         ins = eqn.invars
         is_tangent = [isinstance(v, jcore.Var) and v in tangent for v in ins]
         sub, _ = sub_jaxpr(eqn)

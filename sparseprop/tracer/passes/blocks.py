@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Dict, FrozenSet, Tuple
 
 import jax.numpy as jnp
-import numpy as np
 
 from .. import convolution
 from .. import jacobian as jac

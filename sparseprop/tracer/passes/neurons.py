@@ -3,10 +3,10 @@
 The neuron axes of a state leaf are the axes the model's synapses index: the output axes of a
 product with a parameter matrix that come from the matrix (not from a batch or the input), a
 convolution's output channels and positions, the `post` of a sparse synapse; and the axes that
-such axes of other state leaves reach one to one. Every other axis is internal to a neuron
-(delay taps, compartments, real and imaginary parts, a batch axis written into the model):
-coupling along it is per-neuron dynamics, which every method keeps. A leaf that no synapse
-reaches keeps its leading axis as the neuron axis.
+such axes of other state leaves reach one to one (the one axis of a one-axis leaf counts as a
+neuron axis). Every other axis is internal to a neuron (delay taps, compartments, real and
+imaginary parts, a batch axis written into the model): coupling along it is per-neuron
+dynamics, which every method keeps. A leaf that nothing reaches keeps its leading axis.
 
 Found on the structure of the model's uncut JVP program (passes 4 and 5 without cuts).
 """
@@ -38,7 +38,8 @@ def find_neuron_axes(step: Step) -> NeuronAxes:
         return axes
     jvp = trace_jvp(step, None)
     structure = analyse_structure(step, jvp, ())
-    found = {a: set() for a in step.diff_states}
+    # a leaf of one axis: that axis indexes neurons (the default, which other leaves inherit)
+    found = {a: set(axes[a]) if len(step.s_avals[a].shape) == 1 else set() for a in step.diff_states}
     for a in step.diff_states:
         for key, m in structure.jmap[a].items():
             for axis in _synapse_axes(structure, key):
