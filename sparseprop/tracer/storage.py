@@ -322,6 +322,7 @@ class PerEdge(Storage):
     Every Jacobian feeding it is per neuron, so e_t[e] = D_t[post[e]] e_{t-1}[e] + ψ_t[post[e]] g_t[e].
     """
     edge: int = 0              # the sparse synapse (structure.edges)
+    one_step: bool = False     # SnAp-1: a coupling J[a←b] between neurons keeps only its diagonal
 
     kind = "per-edge eligibility (one entry per existing synapse)"
 
@@ -333,7 +334,14 @@ class PerEdge(Storage):
         post = values.us[(e.key, "post")]
         total = jnp.zeros(self.shape, self.dtype)
         for J, bi in self._previous_terms(plan, values):
-            total = total + _at(J.array, post) * values.previous[bi]
+            if all(j is None for j in J.spec):
+                # SnAp-1 (one_step): (J · e)[post[s], s] = J[post[s], post[s]] e[s]; the entries
+                # J puts elsewhere are outside the one-step pattern, which SnAp-1 drops
+                assert self.one_step, "a coupled block is stored per edge only under a one-step method"
+                d = J.array.at[post, post].get(mode="fill", fill_value=0)
+            else:
+                d = _at(J.array, post)
+            total = total + d * values.previous[bi]
         psi = values.J.get((self.state, e.key))
         if psi is not None:
             total = total + _at(psi.array, post) * values.us[(e.key, "g")]

@@ -42,7 +42,7 @@ def plan_blocks(step: Step, method, structure: Structure):
     specs = dict(sorted(kept.items()))
     factorised = _factorisable(step, structure, specs)
     windows = _convolution_windows(step, structure, specs, factorised)
-    edges = _per_edge(step, structure, specs)
+    edges = _per_edge(step, structure, specs, method.truncates)
     blocks = []
     for (a, pj), spec in specs.items():
         dtype = jnp.result_type(step.s_avals[a].dtype, step.p_avals[pj].dtype)
@@ -54,7 +54,8 @@ def plan_blocks(step: Step, method, structure: Structure):
             shape = tuple(equation_at(structure.jaxpr, syn.path).invars[0].aval.shape)
             blocks.append(ConvolutionWindow(a, pj, spec, shape, dtype, window=windows[(a, pj)]))
         elif (a, pj) in edges:
-            blocks.append(PerEdge(a, pj, spec, (structure.edges[edges[(a, pj)]].nnz,), dtype, edge=edges[(a, pj)]))
+            blocks.append(PerEdge(a, pj, spec, (structure.edges[edges[(a, pj)]].nnz,), dtype, edge=edges[(a, pj)],
+                                  one_step=method.truncates))
         else:
             blocks.append(per_entry(a, pj, spec, jac.stored_shape(step.s_avals[a].shape, spec, p_shape),
                                     dtype, p_shape))
@@ -173,13 +174,15 @@ def _convolution_windows(step: Step, structure: Structure, specs, factorised) ->
     return ok
 
 
-def _per_edge(step: Step, structure: Structure, specs) -> Dict[Key, int]:
+def _per_edge(step: Step, structure: Structure, specs, one_step: bool) -> Dict[Key, int]:
     """Blocks of a sparse synapse's weights stored per edge (storage.PerEdge, sparse.py).
 
     Holds when the weights enter the network through that one sparse synapse only, the state has
     the synapse's output shape (one axis of neurons), every Jacobian between such states is per neuron,
     and the post indices can be recomputed from parameters and state (for the learning signal).
     A per-edge block is fed by per-edge blocks only (a fixed point); any block may read one.
+    Under a one-step method (SnAp-1) a feed may couple neurons: the one-step pattern of a
+    sparse synapse's trace is per edge, and the coupling's entries outside it are dropped.
     """
     ok = {}
     for (a, pj) in specs:
@@ -198,7 +201,9 @@ def _per_edge(step: Step, structure: Structure, specs) -> Dict[Key, int]:
         changed = False
         for (a, pj) in list(ok):
             feeds = [(b, m) for b, m in structure.state_inputs(a) if (b, pj) in specs]
-            if any(m != (0,) or (b, pj) not in ok for b, m in feeds):
+            coupled = lambda b, m: one_step and m == (None,) and tuple(step.s_avals[b].shape) == tuple(  # noqa: E731
+                step.s_avals[a].shape)
+            if any((m != (0,) and not coupled(b, m)) or (b, pj) not in ok for b, m in feeds):
                 del ok[(a, pj)]
                 changed = True
     return ok
