@@ -165,6 +165,7 @@ def explain(plan: Plan) -> Explanation:
     if plan.pruned:
         report.notes.append("not carried (no learning signal of the loss reaches them; a learner without a "
                             "loss keeps them): " + ", ".join(f"d{sn[a]}/d{pn[p]}" for a, p in plan.pruned))
+    report.notes.extend(plan.readout_notes)
     for note in plan.structure.analysis.notes + plan.cuts.analysis.notes:
         lost = "; ".join(f"axes {list(axes)} of {_input_name(plan, key)}" for key, axes in note.lost.items())
         report.notes.append(f"{note.primitive} at {note.source}: {note.what}" + (f" {lost}" if lost else ""))

@@ -302,8 +302,10 @@ def test_sparse_eprop_equals_hand_written_bellec():
     for name in ("w_in", "w_rec"):
         assert max_relative_error(total.grads[name], 2 * reference[name]) <= 1e-9
     # one eligibility per synapse for the hidden neurons; with a per-unit κ, one ē per readout
-    # unit and synapse, as in the paper's program
-    for b in learner.explain(params, state0, xs[0], print_report=False).blocks:
+    # unit and synapse, as in the paper's program, and explain() says why
+    report = learner.explain(params, state0, xs[0], print_report=False)
+    assert any(note.startswith("readout at") and "not one number for every unit" in note for note in report.notes)
+    for b in report.blocks:
         nnz = {"params['w_in']": POST_IN.size, "params['w_rec']": POST_REC.size}.get(b.param)
         if nnz is not None:
             assert (b.kind, b.shape) == (("dense", (O, nnz)) if b.state == "state[3]" else

@@ -190,6 +190,7 @@ class Plan:
     pruned: Tuple[Tuple[int, int], ...]            # blocks not carried (no signal reaches them)
     signal: SignalForm
     probes: Probes
+    readout_notes: Tuple[str, ...] = ()            # readouts kept dense, why, and what it costs
 
     @property
     def block_index(self) -> Dict[Tuple[int, int], int]:

@@ -50,17 +50,19 @@ def build(model, method, params, state, x, keep_all_traces: bool = False) -> Pla
     graph = classify_mixing(step, find_neuron_axes(step))
     cuts = apply_cuts(step, graph, method)
     jvp = trace_jvp(step, cuts, graph.neuron_axes)
-    projections = jvp.projections
+    projections, readout_notes = jvp.projections, []
     while True:     # a readout that cannot be kept filtered is analysed as a plain operation
         structure = analyse_structure(step, jvp, projections)
         blocks, truncated, rejected = plan_blocks(step, method, structure)
         if not rejected:
             break
+        readout_notes += list(rejected.values())
         projections = tuple(pr for pr in projections if pr.key not in rejected)
     _warn_dense(blocks)
     signal, kept, pruned = plan_signal(step, method, cuts, structure, blocks, truncated, keep_all_traces)
     probes = plan_probes(step, structure, kept)
-    return Plan(step, method, graph, cuts, jvp, structure, kept, truncated, pruned, signal, probes)
+    return Plan(step, method, graph, cuts, jvp, structure, kept, truncated, pruned, signal, probes,
+                tuple(readout_notes))
 
 
 def _warn_dense(blocks) -> None:

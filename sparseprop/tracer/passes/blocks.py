@@ -14,6 +14,7 @@ import jax.numpy as jnp
 
 from .. import convolution
 from .. import jacobian as jac
+from ..errors import source_line
 from ..jaxpr_util import equation_at
 from ..records import InputKey, Step, Structure, nbytes
 from ..storage import ConvolutionWindow, Factorised, PerEdge, ReadoutFiltered, Storage, per_entry
@@ -32,8 +33,8 @@ def plan_blocks(step: Step, method, structure: Structure):
     **Returns:**
 
     `(blocks, truncated, rejected)`: the `Storage` of every block (readout-filtered ones after
-    their sources), the keys of blocks a method cut to their one-step pattern, and the keys of
-    the projections to analyse as plain operations (then the caller plans again).
+    their sources), the keys of blocks a method cut to their one-step pattern, and `{key: why}`
+    for the projections to analyse as plain operations (then the caller plans again).
     """
     direct = _direct_maps(step, structure)
     total = _fixed_point(step, structure, direct)
@@ -209,10 +210,10 @@ def _per_edge(step: Step, structure: Structure, specs, one_step: bool) -> Dict[K
     return ok
 
 
-def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[tuple, FrozenSet]:
+def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[tuple, Dict]:
     """Keep each readout projection as filtered traces (`ReadoutFiltered`) where that is exact;
-    returns those blocks and the keys of the projections that are not (analysed as plain
-    operations on the next planning round).
+    returns those blocks and `{key: why}` for the projections that are not (analysed as plain
+    operations on the next planning round; the reason, with the cost, goes to `explain()`).
 
     Exact when the readout y is the only state the projection reaches, its Jacobians on itself
     and on the projection are scalars times the identity (uniformity.py), nothing else brings a
@@ -222,7 +223,7 @@ def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[
     S = step.diff_states
     jmap, uniform = structure.jmap, structure.uniform
     by_key = {(b.state, b.param): b for b in blocks}
-    filtered, rejected = [], set()
+    filtered, rejected = [], {}
     for pr in structure.projections:
         targets = [a for a in S if pr.key in jmap[a]]
         if not targets:
@@ -230,23 +231,29 @@ def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[
         y, b = targets[0], pr.source
         sources = [blk for (bb, _), blk in sorted(by_key.items()) if bb == b]
         dense_bytes = sum(nbytes(step.s_avals[y].shape + step.p_avals[s.param].shape, s.dtype) for s in sources)
-        ok = (len(targets) == 1 and not method.truncates
-              and jmap[y][pr.key] == identity_map(len(structure.input_shapes[InputKey(*pr.key)]))
-              and pr.key in uniform[y]
-              and (("state", y) not in jmap[y] or ("state", y) in uniform[y])
-              and not any((y, s.param) in by_key for s in sources)
-              and not any(isinstance(s, ConvolutionWindow) for s in sources)
-              and not any(("state", y) in jmap[a] for a in S if a != y)
-              # worth it only where ē is smaller than the readout's own (dense) blocks
-              and sum(s.nbytes for s in sources) <= dense_bytes)
-        if not ok:
-            rejected.add(pr.key)
+        checks = (
+            (len(targets) == 1, "more than one state reads it"),
+            (not method.truncates, f"{method.name} keeps one-step patterns only"),
+            (jmap[y][pr.key] == identity_map(len(structure.input_shapes[InputKey(*pr.key)])), "it is reshaped"),
+            (pr.key in uniform[y] and (("state", y) not in jmap[y] or ("state", y) in uniform[y]),
+             "its coefficients (the readout's leak or its input's) are not one number for every unit"),
+            (not any((y, s.param) in by_key for s in sources), "a parameter of the state it reads also "
+                                                               "reaches it another way"),
+            (not any(isinstance(s, ConvolutionWindow) for s in sources), "it reads a convolution's filtered input"),
+            (not any(("state", y) in jmap[a] for a in S if a != y), "another state reads it"),
+            # worth it only where ē is smaller than the readout's own (dense) blocks
+            (sum(s.nbytes for s in sources) <= dense_bytes, "its own blocks are smaller"))
+        failed = next((why for good, why in checks if not good), None)
+        if failed is not None:
+            rejected[pr.key] = (f"readout at {source_line(pr.eqn)} of {step.state_names[b]} into "
+                                f"{step.state_names[y]}: kept as dense blocks ({dense_bytes} bytes per "
+                                f"example), not as a filtered eligibility, because {failed}")
             continue
         for s in sources:
             by_key[(y, s.param)] = ReadoutFiltered(y, s.param, s.spec, s.shape, s.dtype, via=InputKey(*pr.key),
                                                    source=s)
             filtered.append(by_key[(y, s.param)])
-    return tuple(filtered), frozenset(rejected)
+    return tuple(filtered), rejected
 
 
 __all__ = ["plan_blocks", "DENSE_WARNING_BYTES", "Storage"]
