@@ -48,11 +48,17 @@ def dense_rtrl(model, loss_fn, params, state0, xs, targets, pattern=None, local_
     return unravel_p(total)
 
 
-def max_relative_error(a, b) -> float:
-    """max over leaves of max|a - b| / max|b| (b is the reference)."""
+def max_relative_error(a, b, floor: float = 0.0) -> float:
+    """max over leaves of max|a - b| / max|b| (b is the reference).
+
+    `floor`: a leaf's scale is at least `floor` times the largest |b| of any leaf. A leaf whose
+    true gradient is zero (a model that cancels, `f(u) - f(u)`) gets a reference of pure rounding
+    noise (~1e-17), against which an exact 0 would be "100 % off"; random models pass a floor."""
+    leaves = list(zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
+    overall = max(float(jnp.max(jnp.abs(y))) for _, y in leaves) if leaves else 0.0
     errs = []
-    for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)):
-        scale = float(jnp.max(jnp.abs(y)))
+    for x, y in leaves:
+        scale = max(float(jnp.max(jnp.abs(y))), floor * overall)
         errs.append(float(jnp.max(jnp.abs(x - y))) / (scale if scale > 0 else 1.0))
     return max(errs)
 

@@ -195,6 +195,7 @@ def test_adali_lif_online_exact_vs_bptt():
     assert err <= 1e-9
 
 
+@pytest.mark.slow
 def test_adali_lif_schedule_between_epochs_same_program():
     """Widths set from a schedule, then from the potentials, between 'epochs': still exact."""
     params, state0, xs, targets = _problem(T=25)

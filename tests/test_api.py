@@ -12,6 +12,7 @@ from models import alif, inputs, lif_subtract, recurrent_lif
 from reference import bptt, max_relative_error, mse
 
 
+@pytest.mark.slow
 def test_sum_of_step_grads_equals_run_grads():
     case = alif()
     xs, targets = inputs(case, T=20)
@@ -41,6 +42,7 @@ def test_two_chunked_runs_equal_one_run():
     assert max_relative_error(chunked, whole.grads) <= 1e-12
 
 
+@pytest.mark.slow
 def test_vmapped_step_equals_batched_bptt():
     case = lif_subtract()
     B, T = 3, 15
@@ -198,6 +200,7 @@ def test_run_with_bfloat16_params_and_a_float32_loss():
     np.testing.assert_allclose(float(total.loss), float(loss), rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_catalogue_init_state_with_a_batch():
     from sparseprop import neurons
     net = neurons.Sequential((neurons.ALIF(), neurons.Izhikevich(), neurons.LeakyIntegrator()))
@@ -232,6 +235,7 @@ def _pattern_generator(n=8, o=2, seed=21):
     return model, params, state0
 
 
+@pytest.mark.slow
 def test_a_network_without_input_runs_with_xs_none():
     model, params, state0 = _pattern_generator()
     T = 40
@@ -263,6 +267,7 @@ def test_a_network_without_input_runs_with_xs_none():
     assert batched.outputs.shape == (B, T, 2)
 
 
+@pytest.mark.slow
 def test_check_finite_works_in_an_eager_run_and_run_batch():
     case = lif_subtract()
     xs, targets = inputs(case, T=12)

@@ -38,6 +38,7 @@ def test_speed_rows():
         assert r["rel_err_vs_bptt"] < 1e-4   # float32
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["lif_shared", "alif"])
 def test_exact_methods_match_bptt_float64(model):
     rows = bench.accuracy_check([model], ["bptt", "bptt_checkpoint", "online_exact", "dense_rtrl"],

@@ -80,6 +80,7 @@ def factories(tmp_path, monkeypatch):
     return tmp_path
 
 
+@pytest.mark.slow
 def test_check_exact_model_prints_table_and_passes(factories, capsys):
     code = cli.main(["check", "cli_lif_models:make_lif", "--T", "30", "--no-progress"])
     out = capsys.readouterr().out
@@ -96,6 +97,7 @@ def test_check_exact_model_prints_table_and_passes(factories, capsys):
     assert "PASS" in out
 
 
+@pytest.mark.slow
 def test_check_recurrent_model_shows_eprop_dropped_terms(factories, capsys):
     # by file path this time
     code = cli.main(["check", str(factories / "cli_rec_models.py") + ":make_alif", "--no-progress"])
@@ -155,6 +157,7 @@ def test_help_explains_every_command():
     assert "Exit codes: 0 PASS; 1 FAIL" in check_help and "def make_lif" in check_help
 
 
+@pytest.mark.slow
 def test_bench_memory_quick_delegates_to_sparseprop_bench(tmp_path, capsys):
     pytest.importorskip("matplotlib")
     out_dir = tmp_path / "bench"

@@ -69,6 +69,7 @@ def _spikes(model, params, state0, xs):
     return int(jnp.sum(zs))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [with_cond, with_fori_loop, with_inner_scan, with_sort],
                          ids=lambda f: f.__name__)
 def test_control_flow_is_exact(model):
@@ -81,6 +82,7 @@ def test_control_flow_is_exact(model):
     assert max_relative_error(total.grads, grads) <= 1e-9
 
 
+@pytest.mark.slow
 def test_while_loop_is_exact_where_bptt_cannot_go():
     """Reverse mode cannot differentiate a while_loop; the online learner is forward mode.
 
@@ -130,6 +132,7 @@ def test_large_dense_trace_warns_and_suggests_eprop(monkeypatch):
         sp.online_grad(with_cond, mse).program(params, (jnp.zeros(5), jnp.zeros(5)), xs[0])
 
 
+@pytest.mark.slow
 def test_while_loop_with_an_integer_leaf_passed_through():
     """An integer leaf that passes through the step unchanged does not hide that the output reads
     the new state only: the learning signal needs no reverse pass through the while_loop."""

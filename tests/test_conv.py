@@ -92,6 +92,7 @@ def _case(name, x_shape, k_shape, kw, s_shape, leak):
     return model, params, {"v": jnp.zeros(s_shape)}, xs, ts, c_axis
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,x_shape,k_shape,kw,s_shape", CASES, ids=[c[0] for c in CASES])
 def test_per_channel_leak_conv_is_exact_at_the_per_neuron_minimum(name, x_shape, k_shape, kw, s_shape):
     model, params, s0, xs, ts, c_axis = _case(name, x_shape, k_shape, kw, s_shape, "alpha_c")
@@ -104,6 +105,7 @@ def test_per_channel_leak_conv_is_exact_at_the_per_neuron_minimum(name, x_shape,
     assert len(learner.plan(params, s0, xs[0]).synapses) == 1
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,x_shape,k_shape,kw,s_shape", CASES, ids=[c[0] for c in CASES])
 def test_shared_leak_conv_is_factorised_as_the_filtered_input(name, x_shape, k_shape, kw, s_shape):
     model, params, s0, xs, ts, _ = _case(name, x_shape, k_shape, kw, s_shape, "alpha")
@@ -115,6 +117,7 @@ def test_shared_leak_conv_is_factorised_as_the_filtered_input(name, x_shape, k_s
     assert any(b.param == "params['K']" and b.kind.startswith("factorised convolution") for b in report.blocks)
 
 
+@pytest.mark.slow
 def test_kernel_stored_in_another_layout_is_still_a_synapse():
     """The parameter is (C_in, kw, C_out, kh) and transposed to OIHW in the step."""
     model = lif_layer(lambda x, K: conv(x, jnp.transpose(K, (2, 0, 3, 1))), leak_key="alpha_c")
@@ -166,6 +169,7 @@ def test_batched_factorised_conv_equals_sum_of_per_example_bptt():
     assert max_relative_error(total.grads, ref_grads) <= 1e-9
 
 
+@pytest.mark.slow
 def test_spike_state_leaf_composes_with_the_factorised_block():
     """A state leaf fed by the factorised one (non-uniformly) expands ū into patches."""
     def model(p, s, x):
@@ -207,6 +211,7 @@ def test_temporal_conv_over_a_delay_line_state():
     _check_exact(model, params, s0, xs, ts)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["same", "valid"])
 def test_jnp_convolve_kernel(mode):
     """`jnp.convolve` flips its kernel (rev) before lax's convolution: exact through the rules."""
@@ -273,6 +278,7 @@ def _two_layer_case(seed=21):
     return params, {"v1": jnp.zeros((3, 6, 8)), "v2": jnp.zeros((4, 2, 3))}, xs, ts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pool", [avg_pool_window, avg_pool_reshape, max_pool_window],
                          ids=["reduce_window_sum", "reshape_mean", "reduce_window_max"])
 def test_conv_pool_conv_readout_is_exact(pool):
@@ -327,6 +333,7 @@ def _recurrent_case():
     return params, {"v": jnp.zeros((4, 5, 4))}, xs, ts
 
 
+@pytest.mark.slow
 def test_recurrent_conv_exact_keeps_the_mixing_dense():
     params, s0, xs, ts = _recurrent_case()
     learner = _check_exact(recurrent_conv(False), params, s0, xs, ts)
@@ -335,6 +342,7 @@ def test_recurrent_conv_exact_keeps_the_mixing_dense():
     assert kinds[("params['R']", "state['v']")] == "dense"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["eprop", "ostl"])
 def test_recurrent_conv_cut_methods_equal_their_stop_gradient_twins(method):
     """e-prop: the lateral convolution's previous-state operand under stop_gradient in the

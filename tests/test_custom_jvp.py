@@ -92,6 +92,7 @@ LINEAR = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LINEAR))
 def test_rules_linear_in_the_tangent_are_exact(name):
     params, state0, xs, targets = _case()
@@ -101,6 +102,7 @@ def test_rules_linear_in_the_tangent_are_exact(name):
     assert learner.is_exact(params, state0, xs[0])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("surrogate", [None, sp.surrogates.FastSigmoid(), sp.surrogates.Triangle(),
                                        sp.surrogates.Rectangular()], ids=lambda s: type(s).__name__)
 def test_library_surrogates_are_exact(surrogate):

@@ -23,6 +23,7 @@ def _run(case, method, T):
     return learner, xs, targets, total.grads, full_grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["eprop", "ostl"])
 @pytest.mark.parametrize("build", MIXING, ids=lambda b: b.__name__)
 def test_method_equals_bptt_of_its_twin(build, method):
@@ -41,6 +42,7 @@ def test_method_equals_bptt_of_its_twin(build, method):
     print(f"{case.name}: {method} cosine to BPTT {cosine(grads, full_grads):.4f}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["eprop", "ostl"])
 @pytest.mark.parametrize("build", PER_NEURON, ids=lambda b: b.__name__)
 def test_method_is_exact_without_mixing(build, method):

@@ -117,6 +117,7 @@ def _spikes(model, params, state0, xs):
     return float(jnp.sum(jax.lax.scan(body, state0, xs)[1]))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_eprop_equals_hand_written_bellec(name):
     opts = CASES[name]

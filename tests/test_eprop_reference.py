@@ -41,6 +41,7 @@ def eprop_problem(request):
     return network, problem, args, loss, grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("layout,batch_sum", [(layout, "dot") for layout in ref.LAYOUTS] + [("batch_first", "reduce")])
 def test_hand_written_equals_sparseprop_eprop(eprop_problem, layout, batch_sum):
     network, problem, args, loss, grads = eprop_problem

@@ -59,6 +59,7 @@ def test_potential_between_events_is_the_closed_form():
     assert float(jnp.max(jnp.abs(v - (2.0 * psp(t - 0.5) - 0.5 * psp(t - 1.5))))) < 1e-15
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["quadratic", "newton"])
 def test_crossings_are_exact_and_none_is_missed(name):
     cfg = CONFIGS[name]
@@ -112,6 +113,7 @@ def relative_error(a, b):
     return float(jnp.max(jnp.abs(a - b)) / jnp.max(jnp.abs(b)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_forward_gradients_equal_reverse_mode_autodiff(name):
     cfg = CONFIGS[name]
@@ -129,6 +131,7 @@ def test_forward_gradients_equal_reverse_mode_autodiff(name):
     assert relative_error(res.jacobians[1][0], rev[1][0]) <= 1e-9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["quadratic", "refractory"])
 def test_forward_gradients_equal_finite_differences(name):
     cfg = CONFIGS[name]
@@ -161,6 +164,7 @@ def test_forward_gradients_equal_finite_differences(name):
     assert checked == weights[0].size * 2 + weights[1].size
 
 
+@pytest.mark.slow
 def test_loss_gradient_from_forward_quantities_equals_reverse_mode():
     cfg = EventLIF(tau_m=2.0, tau_s=1.0, max_spikes=1, t_max=8.0)
     cfgs = [cfg, cfg]
@@ -187,6 +191,7 @@ def test_loss_gradient_from_forward_quantities_equals_reverse_mode():
         assert relative_error(g, r) <= 1e-9
 
 
+@pytest.mark.slow
 def test_jit_and_vmap_over_a_batch():
     cfgs = (QUADRATIC, QUADRATIC)
     _, weights = network()
@@ -202,6 +207,7 @@ def test_jit_and_vmap_over_a_batch():
 
 # --- discontinuities --------------------------------------------------------------------------
 
+@pytest.mark.slow
 @pytest.mark.parametrize("excess, fires", [(-1e-9, False), (1e-9, True)])
 def test_grazing_potential_is_flagged(excess, fires):
     # A single input of weight w peaks at w/4 (τ_m = 2 τ_s): put the peak next to θ.
@@ -256,6 +262,7 @@ def test_spike_time_encoding():
 
 # --- discrete vs continuous -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_discrete_gradients_converge_to_the_continuous_ones():
     spec = importlib.util.spec_from_file_location("spike_time_dt", os.path.join(ROOT, "benchmarks", "spike_time_dt.py"))
     module = importlib.util.module_from_spec(spec)

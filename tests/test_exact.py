@@ -14,6 +14,7 @@ def loss_fn(y, t):
     return jnp.sum((y - t) ** 2)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", ALL, ids=lambda b: b.__name__)
 def test_exact_equals_bptt(build):
     case = build()

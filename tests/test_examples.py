@@ -71,6 +71,7 @@ def test_nir_roundtrip_example_reloads_the_trained_graph(tmp_path):
     assert (tmp_path / "nir_roundtrip.nir").exists() and (tmp_path / "nir_gradients.png").exists()
 
 
+@pytest.mark.slow
 def test_conv_digits_example_quick(tmp_path):
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     result = subprocess.run([sys.executable, CONV_DIGITS_EXAMPLE, "--quick", "--out", str(tmp_path)],
@@ -92,6 +93,7 @@ def test_yinyang_example_quick_run_writes_its_figure(tmp_path):
     assert (tmp_path / "yinyang.png").is_file()
 
 
+@pytest.mark.slow
 def test_rewiring_example_keeps_the_synapse_count_and_learns(tmp_path):
     """examples/rewiring.py: online e-prop with deep rewiring; per-edge traces, constant synapse
     count, loss lower after a few epochs than in the first."""

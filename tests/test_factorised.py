@@ -37,6 +37,7 @@ def _case(n=6, m=4):
     return params, jnp.zeros(n), xs, targets
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model,factorised", [(shared_leak_lif, True), (per_neuron_leak_lif, False),
                                               (differentiated_reset_lif, False)],
                          ids=["shared_leak", "per_neuron_leak", "differentiated_reset"])

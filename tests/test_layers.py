@@ -47,11 +47,12 @@ def _spiking_layers_spike(net, params, s0, xs):
 
 
 def _block(learner, params, s0, x0, state, param):
-    prog = learner.program(params, s0, x0)
+    prog = learner.plan(params, s0, x0)
     return next(b for b in prog.blocks
                 if prog.state_names[b.state] == state and prog.param_names[b.param] == param)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("pool", [layers.AvgPool2d(2), layers.MaxPool2d(2)], ids=["avg", "max"])
 def test_conv_pool_flatten_lif_readout_equals_bptt_with_a_factorised_kernel_trace(pool):
     net, sizes = conv_net(pool)
@@ -76,6 +77,7 @@ def test_per_channel_leak_gives_per_neuron_kernel_traces():
     assert not kernel.factorised and kernel.shape == (3, 6, 8, 2, 3, 3)
 
 
+@pytest.mark.slow
 def test_two_conv_layers_linear_and_dropout_equal_bptt():
     net = neurons.Sequential((
         layers.Conv2d(2, 3, 3, gain=3.0), layers.Leaky(init_leak=0.8), layers.Dropout(0.3), layers.AvgPool2d(2),
@@ -95,6 +97,7 @@ def test_two_conv_layers_linear_and_dropout_equal_bptt():
     assert np.all(np.asarray(net.init_state(IN)[2]["mask"]) == 1.0)
 
 
+@pytest.mark.slow
 def test_conv1d_and_batched_states():
     net = neurons.Sequential((layers.Conv1d(3, 4, 3, stride=2, padding=1, gain=3.0), layers.Leaky(),
                               layers.Flatten(), neurons.LeakyIntegrator()))

@@ -1,5 +1,6 @@
 """The online learner's memory does not grow with the sequence length; BPTT's does."""
 import jax
+import pytest
 
 import sparseprop as sp
 from models import alif, inputs
@@ -10,6 +11,7 @@ def _temp_bytes(f, *args):
     return jax.jit(f).lower(*args).compile().memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.slow
 def test_online_temp_memory_is_constant_in_T_and_bptt_grows():
     case = alif(n=32, m=16)
     learner = sp.online_grad(case.model, mse)

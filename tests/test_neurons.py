@@ -47,6 +47,7 @@ def online_vs_bptt(model, params, state0, xs, targets):
     return max_relative_error(total.grads, grads), ys, grads
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(CASES))
 def test_exact_online_equals_bptt(name):
     model, gain, spiking = CASES[name]

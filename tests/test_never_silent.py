@@ -49,6 +49,7 @@ def _recurrent_lif(p, v, x):
     return v, sp.spike(v - 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recurrent", [True, False])
 def test_size_one_leak_against_a_layer_is_exact_in_run_and_step(recurrent):
     n, m, T = 5, 3, 20
@@ -77,6 +78,7 @@ def _leaky_field(p, v, x):
     return v, sp.spike(v - 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("state_shape, leak_shape", [
     ((5,), (1,)), ((5,), ()), ((5,), (5,)),
     ((5, 3), (1, 3)), ((5, 3), (5, 1)), ((5, 3), (1, 1)), ((5, 3), (3,)), ((5, 3), (1,)),
@@ -162,6 +164,7 @@ def _bf16_matmul_lif(p, v, x):
     return v, sp.spike(v - 1.0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", ["bfloat16", "float16", "float32_with_bfloat16_matmul"])
 def test_half_precision_models_equal_bptt_at_their_precision(case):
     n, m, T = 6, 4, 20
@@ -263,6 +266,7 @@ def _layout_case(name):
     return model, params, state0, xs, jnp.zeros((25, N))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(STATE_LAYOUTS))
 def test_state_built_from_slices_pads_splits_and_concatenations_is_exact(name):
     model, params, state0, xs, targets = _layout_case(name)
@@ -369,6 +373,7 @@ WRITES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("read, write", [(r, "shift") for r in READS] + [("one_hot", w) for w in WRITES])
 def test_per_neuron_gathers_and_scatters_stay_per_neuron(read, write):
     model = _delay_model(READS[read], WRITES[write])

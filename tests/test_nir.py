@@ -160,6 +160,7 @@ def test_online_exact_gradient_equals_bptt_on_a_recurrent_cuba_graph():
     assert float(jnp.max(jnp.abs(grads["rec"]["weight"]))) > 0     # the recurrent path carries gradient
 
 
+@pytest.mark.slow
 def test_online_exact_gradient_equals_bptt_through_conv_pool_flatten_and_delay():
     rng = np.random.default_rng(4)
     c, h, w, k = 2, 6, 6, 3
@@ -350,6 +351,7 @@ EXPORTABLE = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(EXPORTABLE))
 def test_a_sequential_exports_to_nir_and_reloads_with_the_same_outputs(name, tmp_path):
     net, sizes, x_shape, gain = EXPORTABLE[name]

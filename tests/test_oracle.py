@@ -6,6 +6,7 @@ from models import alif, global_inhibition, inputs, izhikevich, recurrent_lif
 from reference import dense_rtrl, max_relative_error, mse
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [alif, izhikevich, recurrent_lif, global_inhibition], ids=lambda b: b.__name__)
 def test_sparse_program_equals_dense_rtrl(build):
     case = build(n=4, m=3, o=2) if build is not izhikevich else build(n=3, m=2, o=2)

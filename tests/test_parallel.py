@@ -96,6 +96,7 @@ SCRIPT = textwrap.dedent("""\
     """)
 
 
+@pytest.mark.slow
 def test_data_parallel_matches_single_device_over_two_devices(tmp_path):
     script = tmp_path / "parallel_check.py"
     script.write_text(SCRIPT)

@@ -130,6 +130,7 @@ def test_plan_reports_bytes_moved_per_step():
     assert "bytes moved per step" in str(report)
 
 
+@pytest.mark.slow
 def test_a_new_method_is_one_object():
     """A method defined outside the library (cut every mixing operand, in the whole step) equals
     BPTT of the model with stop_gradient on those operands, written by hand."""

@@ -63,6 +63,7 @@ def test_without_matplotlib_the_error_names_the_extra():
     assert 'pip install -e ".[plot]"' in out.stdout, out
 
 
+@pytest.mark.slow
 def test_recording_draws_every_layer_of_a_recorded_sequential(tmp_path):
     import jax
     import sparseprop as sp

@@ -16,6 +16,7 @@ ACTIVATIONS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(ACTIVATIONS))
 def test_activation_is_per_neuron_and_exact(name):
     f = ACTIVATIONS[name]
@@ -36,6 +37,7 @@ def test_activation_is_per_neuron_and_exact(name):
     assert not report.notes and all(b.kind != "dense" for b in report.blocks)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("monoid,init", [(jax.lax.add, 0.0), (jax.lax.max, -jnp.inf)], ids=["sum", "max"])
 def test_reduce_window_with_an_array_init_value_equals_bptt(monoid, init):
     """`lax.reduce_window` with a jnp init value stays the generic primitive in a traced jaxpr,

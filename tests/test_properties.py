@@ -56,6 +56,7 @@ def evaluate(expr, env):
     return BINARY[expr[0]](evaluate(expr[1], env), evaluate(expr[2], env))
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(e0=expressions(3), e1=expressions(3), n=st.integers(2, 5), m=st.integers(1, 4),
        seed=st.integers(0, 10_000))
@@ -77,7 +78,8 @@ def test_random_per_neuron_models_are_exact(e0, e1, n, m, seed):
     _, total = learner.run(params, learner.init(params, state0), xs, targets)
     _, grads, _ = bptt(model, mse, params, state0, xs, targets)
     assert np.isfinite(float(total.loss))
-    assert max_relative_error(total.grads, grads) <= 1e-9
+    # drawn expressions may cancel (sigmoid(syn) - sigmoid(syn)): such a leaf's true gradient is 0
+    assert max_relative_error(total.grads, grads, floor=1e-6) <= 1e-9
     # per-neuron models get no dense block (the structure was proved, not assumed)
     prog = learner.plan(params, state0, xs[0])
     assert all(not b.spec or any(s is not None for s in b.spec) for b in prog.blocks)

@@ -37,6 +37,7 @@ MODELS = [(cls, reset, detach) for cls in (neurons.LIF,) for reset in neurons.RE
 MODELS += [(neurons.ALIF, "subtract", True), (neurons.CurrentLIF, "multiplicative", True)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("cls,reset,detach", MODELS, ids=lambda v: getattr(v, "__name__", str(v)))
 def test_reset_choice_is_exact_online(cls, reset, detach):
     model = cls(reset=reset, detach_reset=detach)

@@ -8,6 +8,7 @@ from models import alif, inputs, recurrent_lif
 from reference import bptt, max_relative_error, mse
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [alif, recurrent_lif], ids=lambda b: b.__name__)
 def test_true_loss_cotangent_as_signal_reproduces_loss_gradients(build):
     case = build()

@@ -20,6 +20,7 @@ def one_step_pattern(f, flat_p, flat_s, xs):
                for k1, k2 in zip(keys[:24], keys[24:])) > 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [recurrent_lif, global_inhibition, two_layer, alif],
                          ids=lambda b: b.__name__)
 def test_snap1_equals_masked_rtrl(build):

@@ -64,6 +64,7 @@ def _spikes(ys, states):
     return jnp.sum(states["z"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["segment_sum", "at_add"])
 def test_sparse_exact_equals_bptt(form):
     xs, ts = _inputs()
@@ -176,6 +177,7 @@ def rewired_alif(cut=lambda z: z):
     return model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["exact", "eprop"])
 def test_gradients_stay_equal_to_bptt_across_a_rewiring_step(method):
     """Deep rewiring (Bellec et al. 2018): between two stretches of a stream some recurrent synapses

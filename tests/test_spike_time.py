@@ -155,6 +155,7 @@ def _two_layer_loss(y, target):
     return first_spike_loss(y, target["first"]) + 0.5 * mse(y["readout"], target["readout"])
 
 
+@pytest.mark.slow
 def test_two_layer_spike_times_online_vs_bptt_vs_fd():
     params, state0, xs = _two_layer_problem()
     T = xs.shape[0]

@@ -94,6 +94,7 @@ def network_problem(surrogate):
     return net, net.init_params(k_params, sizes), net.init_state(sizes), xs, jax.random.normal(k_t, (T, N_OUT))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(S.CATALOGUE))
 def test_fgi_and_custom_jvp_agree_bptt_and_online(name):
     results = {}

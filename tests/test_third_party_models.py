@@ -165,6 +165,7 @@ CASES = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_third_party_style_models_are_exact(name):
     model, params, state0, xs = CASES[name]()
