@@ -79,7 +79,7 @@ def test_storage_kinds_follow_the_proved_structure():
     # recurrence couples neurons: every trace of v is dense under exact
     assert kinds[("state['v']", "params['alpha']")] is storage.Dense
     assert kinds[("state['v']", "params['w']")] is storage.Dense
-    assert truncated == () and rejected == frozenset()
+    assert truncated == () and rejected == {}
     step, _, _, _, structure = _passes(recurrent_lif, _params(), _state(), EPROP)
     blocks, _, _ = plan_blocks(step, EPROP, structure)
     kinds = {(step.state_names[b.state], step.param_names[b.param]): type(b) for b in blocks}

@@ -14,8 +14,12 @@ from __future__ import annotations
 
 from typing import Dict, FrozenSet
 
+from jax.extend import core as jcore
+
 from .. import convolution
+from ..jaxpr_util import equation_at, sub_jaxpr
 from ..records import InputKey, Step
+from ..registry import lookup
 from .blocks import synapse_param_map
 from .jvp import trace_jvp
 from .structure import analyse_structure
@@ -40,8 +44,17 @@ def find_neuron_axes(step: Step) -> NeuronAxes:
     structure = analyse_structure(step, jvp, ())
     # a leaf of one axis: that axis indexes neurons (the default, which other leaves inherit)
     found = {a: set(axes[a]) if len(step.s_avals[a].shape) == 1 else set() for a in step.diff_states}
+    # a product whose other operand is the previous state itself (`s @ G` over compartments)
+    # acts inside a neuron unless nothing else says where the neurons are: input synapses first
+    recurrent = _state_fed(jvp.closed.jaxpr, len(step.p_avals), len(step.s_avals))
+    feedforward = {InputKey(*syn.key) for syn in structure.synapses
+                   if _operand(jvp.closed.jaxpr, syn) not in recurrent}
     for a in step.diff_states:
-        for key, m in structure.jmap[a].items():
+        keys = [key for key in structure.jmap[a] if key.kind != "synapse" or key in feedforward]
+        if not any(_synapse_axes(structure, key) for key in keys):
+            keys = list(structure.jmap[a])
+        for key in keys:
+            m = structure.jmap[a][key]
             for axis in _synapse_axes(structure, key):
                 if m[axis] is not None:
                     found[a].add(m[axis])
@@ -55,6 +68,31 @@ def find_neuron_axes(step: Step) -> NeuronAxes:
                     found[a] |= more
                     changed = True
     return {**axes, **{a: frozenset(f) for a, f in found.items() if f}}
+
+
+def _operand(jaxpr, syn):
+    """The variable of a synapse's other operand (the presynaptic value)."""
+    eqn = equation_at(jaxpr, syn.path)
+    return eqn.invars[1 - syn.param_side] if syn.primitive != convolution.PRIMITIVE else eqn.invars[0]
+
+
+def _state_fed(jaxpr, n_params: int, n_states: int) -> set:
+    """Variables of the JVP program (at any depth of calls) whose value depends on the previous state."""
+    fed = set(jaxpr.invars[n_params: n_params + n_states])
+    _spread(jaxpr, fed)
+    return fed
+
+
+def _spread(jaxpr, fed: set) -> None:
+    for eqn in jaxpr.eqns:
+        sub, _ = sub_jaxpr(eqn)
+        if sub is not None and lookup(eqn).kind == "call":
+            fed |= {iv for iv, ov in zip(sub.invars, eqn.invars) if isinstance(ov, jcore.Var) and ov in fed}
+            _spread(sub, fed)
+            if any(v in fed for v in sub.outvars if isinstance(v, jcore.Var)):
+                fed |= {ov for ov, iv in zip(eqn.outvars, sub.outvars) if isinstance(iv, jcore.Var) and iv in fed}
+        elif any(isinstance(v, jcore.Var) and v in fed for v in eqn.invars):
+            fed |= set(eqn.outvars)
 
 
 def _synapse_axes(structure, key: InputKey):
