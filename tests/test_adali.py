@@ -179,6 +179,7 @@ def _problem(T=40, m=5, n=7, k=3):
     return params, state0, xs, targets
 
 
+@pytest.mark.slow
 def test_adali_lif_online_exact_vs_bptt():
     params, state0, xs, targets = _problem()
     loss_ref, grads_ref, ys = bptt(adali_lif, mse, params, state0, xs, targets)

@@ -30,6 +30,7 @@ def test_sum_of_step_grads_equals_run_grads():
     np.testing.assert_allclose(sum(losses), total.loss, rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_two_chunked_runs_equal_one_run():
     case = recurrent_lif()
     xs, targets = inputs(case, T=24)
@@ -96,6 +97,7 @@ def test_namedtuple_and_equinox_params():
     assert max_relative_error(total.grads, grads) <= 1e-9
 
 
+@pytest.mark.slow
 def test_params_changing_between_steps_is_online_learning():
     """Updating params every step: the gradient uses the traces of the past params (RTRL semantics)."""
     case = lif_subtract()
@@ -127,6 +129,7 @@ def test_donating_the_carry_leaves_state0_usable_for_the_next_stream():
     assert max_relative_error(finals[0], finals[1]) == 0.0
 
 
+@pytest.mark.slow
 def test_init_batch_from_one_state_and_a_batch_size():
     case = lif_subtract()
     B, T = 3, 8

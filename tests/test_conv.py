@@ -131,6 +131,7 @@ def test_kernel_stored_in_another_layout_is_still_a_synapse():
     assert blk.spec == (None, None, 0, None) and blk.shape == (5, 6, 7, 2, 2, 3)
 
 
+@pytest.mark.slow
 def test_differentiated_reset_is_per_neuron_not_factorised():
     name, x_shape, k_shape, kw, s_shape = CASES[0]
     key = jax.random.PRNGKey(5)
@@ -155,6 +156,7 @@ def test_issue_sizes_trace_bytes():
     assert factorised.nbytes == 2 * 36 * 8 == 576
 
 
+@pytest.mark.slow
 def test_batched_factorised_conv_equals_sum_of_per_example_bptt():
     name, x_shape, k_shape, kw, s_shape = CASES[1]
     model, params, s0, xs, ts, _ = _case(name, x_shape, k_shape, kw, s_shape, "alpha")
@@ -188,6 +190,7 @@ def test_spike_state_leaf_composes_with_the_factorised_block():
 
 
 # ----------------------------------------------------------------- 1-D temporal convolutions
+@pytest.mark.slow
 def test_temporal_conv_1d_over_an_input_window():
     """x: (C_in, L) per step (a frame of a multichannel signal), a 1-D kernel along L."""
     model = lif_layer(lambda x, K: lax.conv_general_dilated(x[None], K, (2,), "VALID", rhs_dilation=(2,))[0],

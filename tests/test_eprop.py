@@ -52,6 +52,7 @@ def test_method_is_exact_without_mixing(build, method):
     assert max_relative_error(grads, full_grads) <= 1e-9
 
 
+@pytest.mark.slow
 def test_eprop_and_ostl_differ_on_a_recurrent_layer():
     """eprop's learning signal skips the recurrent path, ostl's takes it: different rules."""
     case = [b for b in MIXING if b.__name__ == "recurrent_lif"][0]()

@@ -151,6 +151,7 @@ def network_cut(beta, leaky_readout):
     return model
 
 
+@pytest.mark.slow
 def test_random_feedback_eprop_equals_hand_written():
     params, state0, xs, targets = setup(seed=3)
     feedback = jax.random.normal(jax.random.PRNGKey(42), params["w_out"].shape)

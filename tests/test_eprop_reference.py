@@ -52,6 +52,7 @@ def test_hand_written_equals_sparseprop_eprop(eprop_problem, layout, batch_sum):
     assert max_relative_error(hand, grads) <= 1e-9
 
 
+@pytest.mark.slow
 def test_eprop_is_not_bptt_on_these_problems(eprop_problem):
     """The comparison above can fail: e-prop differs from the full gradient here."""
     network, problem, args, loss, grads = eprop_problem

@@ -79,6 +79,7 @@ def test_crossings_are_exact_and_none_is_missed(name):
         assert float(jnp.max(v)) <= cfg.threshold + 1e-12
 
 
+@pytest.mark.slow
 def test_newton_equals_the_quadratic_closed_form():
     in_times, weights = network(seed=3)
     newton = EventLIF(tau_m=2.0, tau_s=1.0, max_spikes=6, t_max=12.0, solver="newton")

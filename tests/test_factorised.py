@@ -54,6 +54,7 @@ def test_factorised_only_when_provable_and_always_exact(model, factorised):
     assert max_relative_error(total.grads, grads) <= 1e-9
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", [shared_leak_lif, per_neuron_leak_lif])
 def test_batched_run_equals_sum_of_per_example_bptt(model):
     params, v0, xs, targets = _case()

@@ -66,6 +66,7 @@ def test_conv_pool_flatten_lif_readout_equals_bptt_with_a_factorised_kernel_trac
     assert not bias.factorised
 
 
+@pytest.mark.slow
 def test_per_channel_leak_gives_per_neuron_kernel_traces():
     net, sizes = conv_net(leak="channel")
     key, xs, targets = _data(3, IN, 3)

@@ -5,6 +5,7 @@ float64, on inputs where the output neurons spike. And the metrics."""
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import sparseprop as sp
 from sparseprop import layers, losses, metrics, neurons
@@ -58,6 +59,7 @@ def _ce(logits, label):
     return -jax.nn.log_softmax(logits)[label]
 
 
+@pytest.mark.slow
 def test_rate_cross_entropy_is_a_sum_over_steps():
     labels = jnp.full((T,), LABEL)
     _check((), losses.rate_cross_entropy, labels, lambda zs: jnp.sum(jax.vmap(_ce, (0, None))(zs, LABEL)))
@@ -81,6 +83,7 @@ def _first_times(zs):
     return jnp.sum(jnp.cumprod(1.0 - zs, axis=0), axis=0)
 
 
+@pytest.mark.slow
 def test_first_spike_time_losses():
     net, params, xs = _problem()
     zs = np.asarray(_unrolled_outputs(net, params, xs))

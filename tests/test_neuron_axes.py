@@ -46,6 +46,7 @@ def _delay_case():
     return params, state
 
 
+@pytest.mark.slow
 def test_lag_first_delay_line_eprop_cuts_only_the_recurrent_matrix():
     params, state = _delay_case()
     xs, ts = _inputs()

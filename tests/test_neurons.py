@@ -63,6 +63,7 @@ def test_exact_online_equals_bptt(name):
         assert 0 < ys.sum() < ys.size, "some neurons must spike, not all of them all the time"
 
 
+@pytest.mark.slow
 def test_sequential_spiking_layer_with_readout():
     net = neurons.Sequential((neurons.ALIF(), neurons.CurrentLIF(reset="multiplicative"),
                               neurons.LeakyIntegrator()))

@@ -391,6 +391,7 @@ def test_per_neuron_gathers_and_scatters_stay_per_neuron(read, write):
 
 
 # --------------------------------------------------------------- 7. a weight reshaped before use
+@pytest.mark.slow
 def test_im2col_kernel_reshape_keeps_the_channel_axis_and_is_noted():
     C, Ci, H, W, T = 3, 2, 5, 5, 15
     k = jax.random.split(jax.random.PRNGKey(6), 2)

@@ -151,6 +151,7 @@ def _check_exact(g, xs, targets, min_spikes, state_key):
     return params, grads
 
 
+@pytest.mark.slow
 def test_online_exact_gradient_equals_bptt_on_a_recurrent_cuba_graph():
     rng = np.random.default_rng(3)
     g = recurrent(rng)

@@ -152,6 +152,7 @@ def test_every_method_computes_its_definition_or_raises(method, c):
         assert learner.is_exact(params, state0, jax.tree_util.tree_map(lambda a: a[0], xs))
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="SnAp-1 keeps the entries a parameter reaches in one step; a "
                    "delay line's older taps are reached only over several steps, an entry pattern "
                    "finer than the tracer's axis maps: snap1 keeps them (and is then exact)")

@@ -28,6 +28,7 @@ def test_true_loss_cotangent_as_signal_reproduces_loss_gradients(build):
     assert max_relative_error(total, grads) <= 1e-9
 
 
+@pytest.mark.slow
 def test_per_neuron_signal_on_the_traces_is_the_gradient_through_the_new_state():
     """apply_signal(L) = L · d state_t / d params: with L = dl/dv_t it is the loss gradient."""
     case = alif()
@@ -76,6 +77,7 @@ def _catalogue_alif():
     return net, params, net.init_state(6), xs
 
 
+@pytest.mark.slow
 def test_apply_signal_must_match_the_state_structure():
     """On an ALIF state {a, v}, {"v": sig, "z": 0} used to be applied to `a` (only leaf counts were compared)."""
     net, params, state0, xs = _catalogue_alif()
@@ -99,6 +101,7 @@ def test_apply_signal_must_match_the_state_structure():
     assert float(jnp.max(jnp.abs(only_v["w_in"]))) > 0
 
 
+@pytest.mark.slow
 def test_apply_signal_takes_none_for_a_whole_layer():
     from sparseprop import neurons
     net = neurons.Sequential((neurons.LIF(), neurons.LeakyIntegrator()))

@@ -38,6 +38,7 @@ def test_snap1_equals_masked_rtrl(build):
     print(f"{case.name}: snap1 cosine to BPTT {cosine(total.grads, full):.4f}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("build", [lif_subtract, diagonal_lru], ids=lambda b: b.__name__)
 def test_snap1_is_exact_when_one_step_reaches_everything(build):
     case = build()

@@ -71,6 +71,7 @@ def test_sparse_exact_equals_bptt(form):
     assert_matches_bptt(sparse_alif(form=form), mse, _params(), _state(), xs, ts, spikes=_spikes)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["segment_sum", "at_add"])
 def test_sparse_eprop_equals_its_stop_gradient_twin_and_stores_one_trace_per_synapse(form):
     xs, ts = _inputs()
@@ -353,6 +354,7 @@ def test_a_sparse_program_can_be_built_inside_jit():
     assert np.isfinite(float(run(_params(), states, jnp.stack([xs] * batch), jnp.stack([ts] * batch))))
 
 
+@pytest.mark.slow
 def test_sparse_ostl_equals_its_twin_and_snap1_equals_masked_rtrl():
     """The other methods on sparse synapses: ostl is BPTT of the cut state update with the true
     output; snap1 is RTRL masked to the one-step pattern (dense oracle, small network)."""
@@ -374,6 +376,7 @@ def test_sparse_ostl_equals_its_twin_and_snap1_equals_masked_rtrl():
     assert kinds == {"per-edge eligibility (one entry per existing synapse)"}
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="a recurrent edge list's tangent is w·dz[pre] + dw·z[pre]: not a "
                    "sparse synapse for the tracer unless the recurrence is cut, so snap1 keeps its dense "
                    "(n, nnz) traces, entries SnAp-1's one-step pattern drops")

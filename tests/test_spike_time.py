@@ -93,6 +93,7 @@ def _first_spike_targets(T, n, times):
             "weight": (jnp.arange(T) == T - 1).astype(jnp.float64)}
 
 
+@pytest.mark.slow
 def test_first_spike_time_online_vs_bptt_vs_fd():
     params, state0, xs, _ = _layer_problem()
     T, n = xs.shape[0], params["w"].shape[0]
@@ -193,6 +194,7 @@ def test_step_by_step_equals_run():
     assert max_relative_error(acc, total.grads) <= 1e-12
 
 
+@pytest.mark.slow
 def test_vmap_batch_equals_batched_bptt():
     params, state0, _, _ = _layer_problem()
     B, T, m = 3, 25, params["w"].shape[1]

@@ -232,6 +232,7 @@ INDEXED = {   # name: (model, state0, expected number of e-prop cuts)
 }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(INDEXED))
 def test_indexing_and_scatter_keep_per_neuron_structure(name):
     """`.at[].set`, roll, dynamic indices and einsum over compartments stay within a neuron:
