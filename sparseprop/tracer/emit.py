@@ -54,37 +54,35 @@ def jacobian_blocks(plan: Plan, p, s, xs):
     S = plan.step.diff_states
     s_avals = plan.step.s_avals
     batched = _probe_tangents(plan)
-    # a synapse's or readout's result is replaced by its probe; the fixed operand (the
-    # presynaptic u, the readout matrix W) is captured
-    swapped = [(syn.path, syn.key, 1 - syn.param_side) for syn in st.synapses]
-    swapped += [(pr.path, pr.key, 1 - pr.side) for pr in st.projections]
-    swapped += [(e.path, e.key, None) for e in st.edges]
-    # operands read without a swap: (path, operand, capture key) (a sparse synapse's indices, g)
-    reads = [(path, k, (e.key, name)) for e in st.edges for path, k, name in e.captures]
-    captured_keys = [key for _, key, keep in swapped if keep is not None] + [key for _, _, key in reads]
+    # a synapse's, readout's or sparse synapse's result is replaced by its probe
+    swapped = {syn.path: syn.key for syn in st.synapses}
+    swapped.update({pr.path: pr.key for pr in st.projections})
+    swapped.update({e.path: e.key for e in st.edges})
+    # operands read on the way: (path, operand, capture key): the presynaptic u, the readout
+    # matrix W, a sparse synapse's indices and presynaptic factors
+    reads = [(syn.path, 1 - syn.param_side, syn.key) for syn in st.synapses]
+    reads += [(pr.path, 1 - pr.side, pr.key) for pr in st.projections]
+    reads += [(path, k, (e.key, name)) for e in st.edges for path, k, name in e.captures]
+    captured_keys = [key for _, _, key in reads]
+    reads_at = {}
+    for path, k, key in reads:
+        reads_at.setdefault(path, []).append((k, key))
 
     def run(tangents):
         captured = {}
-        overrides = {}
-        for path, k, key in reads:
-            if path in {sw[0] for sw in swapped}:
-                continue
-            def read(eqn, invals, k=k, key=key):
+
+        def override(eqn, invals, path):
+            for k, key in reads_at.get(path, ()):
                 captured[key] = invals[k]
+            key = swapped.get(path)
+            if key is None:
                 return bind(eqn, invals)
-            overrides[path] = read
-        for path, key, keep in swapped:
-            def take(eqn, invals, key=key, keep=keep, path=path):
-                if keep is not None:
-                    captured[key] = invals[keep]
-                for p_, k, ckey in reads:
-                    if p_ == path:
-                        captured[ckey] = invals[k]
-                if key in tangents:
-                    return [tangents[key]]
-                aval = eqn.outvars[0].aval
-                return [jnp.zeros(aval.shape, aval.dtype)]   # reaches no traced state
-            overrides[path] = take
+            if key in tangents:
+                return [tangents[key]]
+            aval = eqn.outvars[0].aval
+            return [jnp.zeros(aval.shape, aval.dtype)]   # reaches no traced state
+        overrides = {path: (lambda eqn, invals, path=path: override(eqn, invals, path))
+                     for path in set(swapped) | set(reads_at)}
         dp = [tangents.get(("param", j), jnp.zeros(v.shape, v.dtype)) for j, v in enumerate(plan.step.p_avals)]
         ds = [tangents.get(("state", i), jnp.zeros(s_avals[i].shape, s_avals[i].dtype)) for i in S]
         outs = evaluate(jx.jaxpr, jx.consts, list(p) + list(s) + list(xs) + dp + ds, overrides)

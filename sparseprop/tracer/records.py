@@ -12,6 +12,7 @@ product (`analysis.Synapse`) or a readout projection (`Projection`).
 """
 from __future__ import annotations
 
+import functools
 import operator
 from dataclasses import dataclass, field
 from typing import Callable, Dict, FrozenSet, Hashable, NamedTuple, Tuple
@@ -192,7 +193,7 @@ class Plan:
     probes: Probes
     readout_notes: Tuple[str, ...] = ()            # readouts kept dense, why, and what it costs
 
-    @property
+    @functools.cached_property
     def block_index(self) -> Dict[Tuple[int, int], int]:
         return {(b.state, b.param): i for i, b in enumerate(self.blocks)}
 
