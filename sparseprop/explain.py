@@ -13,7 +13,8 @@ class BlockReport:
 
     `kind` names its storage (tracer/storage.py): "diagonal", "per-neuron (shared parameter)",
     "synaptic eligibility", "dense", "factorised synaptic eligibility (...)", "factorised
-    convolution (...)" or "readout-filtered eligibility". `bytes_per_step`: trace bytes the
+    convolution (...)", "readout-filtered eligibility" or "recomputed from the traces (...)" (an
+    intra-step chain: only per-neuron coefficients are carried). `bytes_per_step`: trace bytes the
     block reads and writes per step and example.
     """
     param: str

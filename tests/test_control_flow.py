@@ -123,7 +123,7 @@ def test_unproved_structure_is_reported_with_the_primitive_and_line():
 
 def test_large_dense_trace_warns_and_suggests_eprop(monkeypatch):
     from sparseprop.tracer.passes import blocks
-    monkeypatch.setattr(blocks, "DENSE_WARNING_BYTES", 1000)
+    monkeypatch.setattr(blocks, "DENSE_WARNING_BYTES", 500)   # the dense blocks here: 800 B
     params, xs, _ = _params()
     with pytest.warns(UserWarning, match=r"dense trace blocks of .* MiB.*method='eprop'"):
         sp.online_grad(with_sort, mse).program(params, (jnp.zeros(5), jnp.zeros(5)), xs[0])

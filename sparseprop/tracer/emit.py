@@ -26,6 +26,7 @@ from .jaxpr_util import all_equations, live_part
 from .passes.cuts import cut_output
 from .records import Plan
 from .seeds import enumerated_shape, probes
+from .structure import identity_map
 from .sparse import post_indices
 from .storage import PerEdge, ReadoutFiltered, StepValues
 
@@ -67,6 +68,10 @@ def jacobian_blocks(plan: Plan, p, s, xs):
     reads_at = {}
     for path, k, key in reads:
         reads_at.setdefault(path, []).append((k, key))
+    # a chain source's new tangent gets its probe added: in the probe's own row every other
+    # tangent is zero, so the chained leaf's tangent there is its coefficient D[z←b]
+    probed = {entry.key for entry in plan.probes.entries}
+    injected = {path: key for key, path in st.chain_paths.items() if key in probed}
 
     def run(tangents):
         captured = {}
@@ -74,6 +79,8 @@ def jacobian_blocks(plan: Plan, p, s, xs):
         def override(eqn, invals, path):
             for k, key in reads_at.get(path, ()):
                 captured[key] = invals[k]
+            if path in injected:
+                return [bind(eqn, invals)[0] + tangents[injected[path]]]
             key = swapped.get(path)
             if key is None:
                 return bind(eqn, invals)
@@ -82,7 +89,7 @@ def jacobian_blocks(plan: Plan, p, s, xs):
             aval = eqn.outvars[0].aval
             return [jnp.zeros(aval.shape, aval.dtype)]   # reaches no traced state
         overrides = {path: (lambda eqn, invals, path=path: override(eqn, invals, path))
-                     for path in set(swapped) | set(reads_at)}
+                     for path in set(swapped) | set(reads_at) | set(injected)}
         dp = [tangents.get(("param", j), jnp.zeros(v.shape, v.dtype)) for j, v in enumerate(plan.step.p_avals)]
         ds = [tangents.get(("state", i), jnp.zeros(s_avals[i].shape, s_avals[i].dtype)) for i in S]
         outs = evaluate(jx.jaxpr, jx.consts, list(p) + list(s) + list(xs) + dp + ds, overrides)
@@ -97,13 +104,16 @@ def jacobian_blocks(plan: Plan, p, s, xs):
     for e in st.edges:
         us[(e.key, "post")], us[(e.key, "g")] = e.post(us), e.presynaptic(us)
     blocks: Dict[Tuple[int, Hashable], jac.StructJac] = {}
-    traced = {b.state for b in plan.blocks}
+    traced = {b.state for b in plan.blocks if not b.derived}
     for entry in plan.probes.entries:
         in_shape = st.input_shapes[entry.key]
         enum = enumerated_shape(in_shape, entry.compressed)
         for pos, a in enumerate(S):
-            m = st.jmap[a].get(entry.key)
-            if m is None or a not in traced:    # probes are compressed for traced states only
+            if entry.key.kind == "chain":
+                m = identity_map(len(in_shape)) if entry.key.index in st.chains.get(a, ()) else None
+            else:   # probes are compressed for traced states only
+                m = st.jmap[a].get(entry.key) if a in traced else None
+            if m is None:
                 continue
             t = tangents[pos][entry.offset: entry.offset + entry.count]
             t = t.reshape(enum + tuple(s_avals[a].shape))
@@ -148,10 +158,20 @@ def _reverse_rows(plan: Plan, run, batched):
 
 def update_traces(plan: Plan, J, us, traces):
     """M_t = ∂f/∂s · M_{t-1} + ∂f/∂θ, block by block, each in its storage kind."""
-    values = StepValues(J, us, tuple(traces), [])
+    values = StepValues(J, us, expand(plan, traces), [])
+    carried = []
     for blk, T in zip(plan.blocks, traces):
-        values.new.append(blk.update(plan, values, T))
-    return tuple(values.new)
+        carried.append(blk.update(plan, values, T))
+        values.new.append(blk.expand(plan, values.new, carried[-1]))
+    return tuple(carried)
+
+
+def expand(plan: Plan, traces):
+    """Every block's value from what it carries (a `Derived` block carries coefficients)."""
+    values = []
+    for blk, T in zip(plan.blocks, traces):
+        values.append(blk.expand(plan, values, T))
+    return tuple(values)
 
 
 def advance(plan: Plan, p, s, xs, traces):
@@ -205,8 +225,16 @@ def contract(plan: Plan, signals, traces, p, s, batched: bool = False):
     if batched and any(isinstance(b, PerEdge) for b in plan.blocks):
         s = [v[0] for v in s]     # indices are read from the state, not per example
     context = signal_context(plan, p, s)
+    # a derived block's signal λ_z meets its sources as λ_z ⊙ D[z←b] (storage.Derived)
+    moved = {}
     for blk, T in zip(plan.blocks, traces):
-        sig = signals[S.index(blk.state)]
+        if blk.derived and signals[S.index(blk.state)] is not None:
+            for bi, extra in blk.signals_to_sources(plan, signals[S.index(blk.state)], T, batched):
+                moved[bi] = extra if bi not in moved else moved[bi] + extra
+    for bi, (blk, T) in enumerate(zip(plan.blocks, traces)):
+        sig = signals[S.index(blk.state)] if not blk.derived else None
+        if bi in moved:
+            sig = moved[bi] if sig is None else sig + moved[bi]
         if sig is None:
             continue
         g = blk.contract(plan, sig, T, context, batched)

@@ -26,8 +26,8 @@ from .structure import AxisMap
 
 class InputKey(NamedTuple):
     """A tracked input of the JVP program: `kind` is "param", "state", "synapse", "edge" (a sparse
-    synapse, sparse.py) or "projection", `index` the flat parameter / state leaf, or the number
-    of the synapse / projection."""
+    synapse, sparse.py), "projection" or "chain" (a new state leaf's tangent, passes/chains.py),
+    `index` the flat parameter / state leaf, or the number of the synapse / projection."""
     kind: str
     index: int
 
@@ -127,6 +127,8 @@ class Structure:
     input_shapes: Dict[InputKey, Tuple[int, ...]]
     input_dtypes: Dict[InputKey, object]
     edges: Tuple = ()                             # sparse synapses, by key index
+    chains: Dict[int, Tuple[int, ...]] = field(default_factory=dict)   # leaf -> the new leaves it is a function of
+    chain_paths: Dict[InputKey, Tuple[int, ...]] = field(default_factory=dict)   # ("chain", b) -> b's tangent equation
 
     def edge(self, key):
         return self.edges[key[1]]

@@ -14,6 +14,8 @@ structure; `emit.py` only calls these methods.
 - `ReadoutFiltered`: a readout's block kept as W · ē, ē the readout-filtered copy of the trace
   of the state it reads (Bellec et al. 2020's κ-filtered eligibility).
 - `PerEdge`: a sparse synapse's block, one entry per synapse that exists (sparse.py).
+- `Derived`: a block recomputed from other blocks and per-neuron coefficients (an intra-step
+  chain: a spike of this step's potential), so it is not carried.
 """
 from __future__ import annotations
 
@@ -50,6 +52,7 @@ class Storage:
 
     kind: ClassVar[str] = ""
     factorised: ClassVar[bool] = False
+    derived: ClassVar[bool] = False      # carries coefficients, not the block (`Derived`)
 
     @property
     def nbytes(self) -> int:
@@ -60,6 +63,11 @@ class Storage:
 
     def zeros(self):
         return jnp.zeros(self.shape, self.dtype)
+
+    def expand(self, plan, blocks: List, T):
+        """The block's value from what it carries (`T`); `blocks` holds the values of the blocks
+        before it in the plan. Only a `Derived` block carries something else than its value."""
+        return T
 
     # -- shared pieces of the update
     def _synapses(self, plan, values: StepValues) -> List[Synapse]:
@@ -146,6 +154,12 @@ class Storage:
                 a_labels[j] = p_labels[k]
         t_labels = (list(a_labels) if state_axes else []) + [p_labels[k] for k, j in enumerate(self.spec)
                                                              if j is None]
+        if batched and set(a_labels) <= set(t_labels):
+            # the product, then the batch sum: one pass over T (a batched dot would first
+            # transpose T to put the neuron axes first, one more pass)
+            b = fresh()
+            product = jac.einsum([signal, T], [[b] + a_labels, [b] + t_labels], [b] + t_labels)
+            return jac.einsum([jnp.sum(product, axis=0)], [t_labels], p_labels)
         batch = [fresh()] if batched else []
         return jac.einsum([signal, T], [batch + a_labels, batch + t_labels], p_labels)
 
@@ -190,6 +204,70 @@ class Synaptic(PerEntry):
 
 class Dense(PerEntry):
     kind = "dense"
+
+
+@dataclass(frozen=True)
+class Derived(PerEntry):
+    """M[z, p] = Σ_b D[z←b] ⊙ M[b, p] where z's new value is a per-neuron function of the new
+    state leaves b (an intra-step chain, passes/chains.py). Carried: the coefficients
+    D[z←b]_t = ∂z_t/∂b_t, one array of z's shape per source (`shape` is theirs); the block itself
+    (`full_shape`) is recomputed where it is read, and the learning signal λ_z meets it as
+    λ_z ⊙ D[z←b] added to b's signal.
+    """
+    sources: Tuple[int, ...] = ()      # the state leaves b
+    full_shape: Tuple[int, ...] = ()
+
+    kind = "recomputed from the traces of the states it is a function of (per-neuron coefficients carried)"
+    derived = True
+
+    def layout(self) -> tuple:
+        return super().layout() + (self.sources,)
+
+    def materialised(self, p_shape) -> PerEntry:
+        """The block as a plain per-entry block (what a readout filters)."""
+        return per_entry(self.state, self.param, self.spec, self.full_shape, self.dtype, p_shape)
+
+    def update(self, plan, values: StepValues, T):
+        return jnp.stack([values.J[(self.state, InputKey("chain", b))].array for b in self.sources]).astype(self.dtype)
+
+    def expand(self, plan, blocks: List, T):
+        total = None
+        for k, b in enumerate(self.sources):
+            bi = plan.block_index.get((b, self.param))
+            if bi is None:       # b does not depend on this parameter
+                continue
+            source = jac.respec(plan.blocks[bi].full(plan, blocks[bi]), self.spec).array
+            term = _per_neuron(T[k], source.ndim) * source
+            total = term if total is None else total + term
+        return total.astype(self.dtype)
+
+    def signals_to_sources(self, plan, signal, T, batched: bool):
+        """`[(block index of (b, p), λ_z ⊙ D[z←b])]`: where the signal of this block goes."""
+        out = []
+        for k, b in enumerate(self.sources):
+            bi = plan.block_index.get((b, self.param))
+            if bi is not None:
+                out.append((bi, signal * (T[:, k] if batched else T[k])))
+        return out
+
+    def contract(self, plan, signal, T, context, batched: bool):
+        raise AssertionError("a derived block's signal is met by its sources' (emit.contract)")
+
+    def keep_mask(self, plan, keep):
+        return jnp.ones((), keep.dtype)      # it holds no parameter entry: its sources restart
+
+    def rule(self, plan) -> str:
+        sn, pn = plan.state_names, plan.param_names
+        z, p = sn[self.state], pn[self.param]
+        terms = " + ".join(f"D[{z}←{sn[b]}] ⊙ e[{sn[b]},{p}]" for b in self.sources
+                           if (b, self.param) in plan.block_index)
+        return (f"e[{z},{p}] = {terms}  (D: ∂{z}/∂{', '.join(sn[b] for b in self.sources)} of the same step, "
+                f"carried; the block of shape {self.full_shape} is recomputed where it is read)")
+
+
+def _per_neuron(d, ndim):
+    """A coefficient of the state's shape, broadcast over a block's trailing parameter axes."""
+    return d.reshape(d.shape + (1,) * (ndim - d.ndim))
 
 
 def per_entry(state, param, spec, shape, dtype, p_shape) -> PerEntry:
@@ -413,5 +491,5 @@ def _scalar(x):
     return x.reshape(-1)[0]
 
 
-__all__ = ["Storage", "PerEntry", "Diagonal", "SharedParameter", "Synaptic", "Dense", "Factorised",
+__all__ = ["Storage", "PerEntry", "Diagonal", "SharedParameter", "Synaptic", "Dense", "Derived", "Factorised",
            "ConvolutionWindow", "ReadoutFiltered", "PerEdge", "per_entry", "synapse_block", "StepValues"]

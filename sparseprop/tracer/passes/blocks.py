@@ -3,8 +3,8 @@
 The blocks' structure is the fixed point total(a, p) = direct(a, p) ∪ ⋃_b J[a←b] ∘ total(b, p)
 of the proved dependency maps; a method may restrict it (SnAp-1 keeps the one-step pattern).
 Then, from the proved uniformity of the Jacobian blocks, the cheapest exact storage:
-factorised (ū shared by every neuron), a convolution's filtered input, or a readout's
-filtered eligibility.
+factorised (ū shared by every neuron), a convolution's filtered input, a block recomputed from
+an intra-step chain's sources, or a readout's filtered eligibility.
 """
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from .. import jacobian as jac
 from ..errors import source_line
 from ..jaxpr_util import equation_at
 from ..records import InputKey, Step, Structure, nbytes
-from ..storage import ConvolutionWindow, Factorised, PerEdge, ReadoutFiltered, Storage, per_entry
+from ..storage import (ConvolutionWindow, Dense, Derived, Factorised, PerEdge, PerEntry, ReadoutFiltered, Storage,
+                       Synaptic, per_entry)
 from ..structure import AxisMap, compose_maps, identity_map, merge_maps
 
 # Above this many bytes of dense trace per example, building a program warns.
@@ -60,6 +61,7 @@ def plan_blocks(step: Step, method, structure: Structure):
         else:
             blocks.append(per_entry(a, pj, spec, jac.stored_shape(step.s_avals[a].shape, spec, p_shape),
                                     dtype, p_shape))
+    blocks = _derive(step, method, structure, blocks)
     filtered, rejected = _readout_filters(step, method, structure, blocks)
     return tuple(blocks) + filtered, truncated, rejected
 
@@ -210,6 +212,29 @@ def _per_edge(step: Step, structure: Structure, specs, one_step: bool) -> Dict[K
     return ok
 
 
+def _derive(step: Step, method, structure: Structure, blocks) -> list:
+    """Blocks of an intra-step chain's leaf z recomputed from its sources (`Derived`), placed after
+    every other block: where each source block is stored per entry or factorised (so it can be
+    read whole) and the coefficients are smaller than the block. A one-step method (SnAp-1)
+    masks every block after its update, which a recomputed block would not follow: none there.
+    """
+    if method.truncates:
+        return list(blocks)
+    by_key = {(b.state, b.param): b for b in blocks}
+    derived = []
+    for blk in blocks:
+        sources = structure.chains.get(blk.state, ())
+        found = [by_key[(b, blk.param)] for b in sources if (b, blk.param) in by_key]
+        coefficients = (len(sources),) + tuple(step.s_avals[blk.state].shape)
+        if (type(blk) in (Synaptic, Dense) and found
+                and all(isinstance(f, (PerEntry, Factorised)) and not structure.chains.get(f.state) for f in found)
+                and nbytes(coefficients, blk.dtype) < blk.nbytes):
+            derived.append(Derived(blk.state, blk.param, blk.spec, coefficients, blk.dtype, sources=sources,
+                                   full_shape=blk.shape))
+    replaced = {(d.state, d.param) for d in derived}
+    return [b for b in blocks if (b.state, b.param) not in replaced] + derived
+
+
 def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[tuple, Dict]:
     """Keep each readout projection as filtered traces (`ReadoutFiltered`) where that is exact;
     returns those blocks and `{key: why}` for the projections that are not (analysed as plain
@@ -229,7 +254,8 @@ def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[
         if not targets:
             continue
         y, b = targets[0], pr.source
-        sources = [blk for (bb, _), blk in sorted(by_key.items()) if bb == b]
+        sources = [blk.materialised(step.p_avals[blk.param].shape) if blk.derived else blk
+                   for (bb, _), blk in sorted(by_key.items()) if bb == b]
         dense_bytes = sum(nbytes(step.s_avals[y].shape + step.p_avals[s.param].shape, s.dtype) for s in sources)
         checks = (
             (len(targets) == 1, "more than one state reads it"),

@@ -2,18 +2,19 @@
 
 Forward probes, one per enumerated input index, compressed along proved diagonals (seeds.py);
 or, for new-state leaves with a dense block, reverse rows (one per entry of that leaf: cheap
-for a small readout fed by a wide layer). The cheaper mix in evaluations is chosen.
+for a small readout fed by a wide layer). The cheaper mix in evaluations is chosen. The
+coefficients of an intra-step chain take one probe per source.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from ..records import ProbeEntry, Probes, Step, Structure
+from ..records import InputKey, ProbeEntry, Probes, Step, Structure
 from ..seeds import compressed_axes, enumerated_shape
 
 
 def plan_probes(step: Step, structure: Structure, blocks) -> Probes:
-    traced = sorted({b.state for b in blocks})
+    traced = sorted({b.state for b in blocks if not b.derived})
     size = {a: int(np.prod(step.s_avals[a].shape, dtype=np.int64)) for a in step.diff_states}
     dense = [a for a in traced if any(m and all(x is None for x in m) for m in structure.jmap[a].values())]
     reverse = []
@@ -24,6 +25,11 @@ def plan_probes(step: Step, structure: Structure, blocks) -> Probes:
         if cost < best:
             reverse, best = trial, cost
     entries, count = _forward(structure, traced, reverse)
+    # one probe per source of an intra-step chain: its coefficients are diagonal (passes/chains.py)
+    chain_keys = sorted({InputKey("chain", b) for blk in blocks if blk.derived for b in blk.sources}, key=str)
+    for key in chain_keys:
+        entries += (ProbeEntry(key, tuple(range(len(structure.input_shapes[key]))), count, 1),)
+        count += 1
     return Probes(entries, count, tuple(reverse))
 
 

@@ -79,6 +79,8 @@ def _needed(structure: Structure, blocks, signalled) -> Set[Tuple[int, int]]:
         blk = by_key[(a, pj)]
         if isinstance(blk, ReadoutFiltered):
             reads.append(blk.source.state)
+        if blk.derived:
+            reads.extend(blk.sources)
         for b in reads:
             if (b, pj) in by_key and (b, pj) not in need:
                 need.add((b, pj))

@@ -7,14 +7,14 @@ from typing import Tuple
 from ..analysis import analyse
 from ..jaxpr_util import equation_at
 from ..records import InputKey, Jvp, Projection, Step, Structure
+from .chains import find_chains
 
 
 def analyse_structure(step: Step, jvp: Jvp, projections: Tuple[Projection, ...]) -> Structure:
     """Walk the JVP program with `projections` standing for tracked inputs of their own."""
     jx = jvp.closed.jaxpr
-    analysis = analyse(jx, list(jvp.in_deps), mode="jacobian", raw=jvp.raw,
-                       projections={**{pr.path: pr.key for pr in projections},
-                                    **{e.path: e.key for e in jvp.edges}})
+    stand_ins = {**{pr.path: pr.key for pr in projections}, **{e.path: e.key for e in jvp.edges}}
+    analysis = analyse(jx, list(jvp.in_deps), mode="jacobian", raw=jvp.raw, projections=stand_ins)
     S = step.diff_states
     n = len(S)
     jmap = {a: {InputKey(*key): m for key, m in d.items()} for a, d in zip(S, analysis.outputs[n: 2 * n])}
@@ -33,4 +33,8 @@ def analyse_structure(step: Step, jvp: Jvp, projections: Tuple[Projection, ...])
     for edge in jvp.edges:
         shapes[edge.key] = edge.out_shape
         dtypes[edge.key] = equation_at(jx, edge.path).outvars[0].aval.dtype
-    return Structure(jx, analysis, tuple(projections), jmap, uniform, shapes, dtypes, jvp.edges)
+    swapped = set(stand_ins) | {syn.path for syn in analysis.synapses}
+    chains, chain_paths = find_chains(step, jvp, stand_ins, swapped)
+    for key in chain_paths:
+        shapes[key], dtypes[key] = shapes[InputKey("state", key.index)], dtypes[InputKey("state", key.index)]
+    return Structure(jx, analysis, tuple(projections), jmap, uniform, shapes, dtypes, jvp.edges, chains, chain_paths)
