@@ -169,14 +169,16 @@ def test_random_feedback_eprop_equals_hand_written():
 
 def test_shared_readout_leak_keeps_one_filtered_eligibility():
     """With one κ, the readout's traces are W_out · ē (Bellec's κ-filtered eligibility), not one
-    block per readout unit: per synapse, ε^v, ε^a, e (for the next step's ε^a) and ē."""
+    block per readout unit: per synapse, ε^v, ε^a and ē, as in the paper; e = ψ (ε^v − β ε^a) is
+    recomputed from two per-neuron coefficients (ψ and −ψβ) of each step."""
     n, m, k = 16, 7, 5
     params, state0, xs, _ = setup(n=n, m=m, k=k, shared_kappa=True)
     learner = sp.online_grad(network(BETA, True), mse, method="eprop")
     report = learner.explain(params, state0, xs[0], print_report=False)
-    per_synapse = 4 * n * (n + m) * 8
-    # leak traces (ε^v, ε^a, e, ē per neuron), w_out's (one κ-filtered z̄), kappa's and b_out's
-    per_neuron = 4 * n * 8 + n * 8 + 2 * k * 8
+    per_synapse = 3 * n * (n + m) * 8
+    # leak traces (ε^v, ε^a, e, ē per neuron), w_out's (one κ-filtered z̄), kappa's and b_out's,
+    # and the coefficients of e for w_in and w_rec
+    per_neuron = 4 * n * 8 + n * 8 + 2 * k * 8 + 2 * 2 * n * 8
     assert report.trace_bytes == per_synapse + per_neuron
     assert any(b.kind == "readout-filtered eligibility" for b in report.blocks)
     # per-unit κ: one filtered eligibility per readout unit, stored as full readout blocks

@@ -4,7 +4,8 @@ The signal meets the traces in one of two equal ways: λ_t = ∂l_t/∂s_{t-1} w
 traces plus the step's direct term (always valid), or, when the output provably depends on
 the previous state and the traced parameters only through the new state's values, ∂l_t/∂s_t
 with the new traces (no direct term). Blocks that neither the signal nor the update of a
-needed block reads are not carried; of the two forms, the one that carries fewer bytes wins.
+needed block reads are not carried; of the two forms, the one that moves fewer bytes per step
+wins (the previous-state form also forms a direct term as large as each parameter).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from typing import Dict, FrozenSet, Optional, Set, Tuple
 
 from jax.extend import core as jcore
 
-from ..records import Cuts, SignalForm, Step, Structure
+from ..records import Cuts, SignalForm, Step, Structure, nbytes
 from ..storage import ReadoutFiltered
 
 
@@ -27,7 +28,10 @@ def plan_signal(step: Step, method, cuts: Cuts, structure: Structure, blocks, tr
     if new_form is not None:
         need_new = _needed(structure, blocks, new_form[1])
         size = lambda keys: sum(b.nbytes for b in blocks if (b.state, b.param) in keys)   # noqa: E731
-        if size(need) >= size(need_new):     # else the previous-state form carries less
+        # bytes moved per step and example: each carried block read, written and met by the
+        # signal; the previous-state form also forms a direct term the size of each parameter
+        direct = sum(nbytes(step.p_avals[j].shape, step.p_avals[j].dtype) for j in {p for _, p in need_new})
+        if 3 * size(need_new) <= 3 * size(need) + direct:
             need, via_new = need_new, True
     signalled = new_form[1] if via_new else cuts.output_reads_previous
     form = SignalForm(via_new, frozenset(signalled), new_form[0] if new_form else {})
