@@ -350,7 +350,8 @@ class ConvolutionWindow(Storage):
 
 @dataclass(frozen=True)
 class ReadoutFiltered(Storage):
-    """M[y, p] = W · ē with ē_t = c ē_{t-1} + c' M_t[b, p], ē shaped as b's block (`source`)."""
+    """M[y, p] = W · ē with ē_t = c' M_t[b, p] + Σ_{y'} c ē[y']_{t-1}, ē shaped as b's block
+    (`source`); y' runs over y itself and the filters before it that it reads."""
     via: Optional[InputKey] = None      # the readout projection's key
     source: Optional[Storage] = None    # the block M[b, p] of the state read out
 
@@ -363,9 +364,10 @@ class ReadoutFiltered(Storage):
         # b's block comes earlier in the plan, so its new value is already there
         source = values.new[plan.block_index[(self.source.state, self.param)]]
         total = _scalar(values.J[(self.state, self.via)].array) * source
-        own = values.J.get((self.state, ("state", self.state)))
-        if own is not None:
-            total = total + _scalar(own.array) * T
+        # the previous filtered eligibilities of the states y reads: itself, and in a chain of
+        # filters the one before it (all of them filter the same readout: passes/blocks.py)
+        for J, bi in self._previous_terms(plan, values):
+            total = total + _scalar(J.array) * values.previous[bi]
         return total.astype(self.dtype)
 
     def contract(self, plan, signal, T, context, batched: bool):

@@ -240,45 +240,52 @@ def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[
     returns those blocks and `{key: why}` for the projections that are not (analysed as plain
     operations on the next planning round; the reason, with the cost, goes to `explain()`).
 
-    Exact when the readout y is the only state the projection reaches, its Jacobians on itself
-    and on the projection are scalars times the identity (uniformity.py), nothing else brings a
-    parameter of b's traces into y, and no other state reads y; chosen when b's traces are
-    smaller than y's dense blocks would be.
+    The states the projection reaches (the readout y, and any linear filter downstream of it:
+    a second leaky integrator, a synaptic current) form a group. Exact when, for each of them,
+    the Jacobians on the projection and on every state it reads are scalars times the identity
+    (uniformity.py), the states it reads are in the group, nothing else brings a parameter of
+    b's traces into it, and no state outside the group reads it: then M[y, p] = W · ē[y, p] with
+    ē[y] ← c ⊙ M[b, p] + Σ_{y'} c' ⊙ ē[y'] (one filtered eligibility per state of the group).
+    Chosen when b's traces are smaller than the group's dense blocks would be.
     """
     S = step.diff_states
     jmap, uniform = structure.jmap, structure.uniform
     by_key = {(b.state, b.param): b for b in blocks}
     filtered, rejected = [], {}
     for pr in structure.projections:
-        targets = [a for a in S if pr.key in jmap[a]]
-        if not targets:
+        group = [a for a in S if pr.key in jmap[a]]
+        if not group:
             continue
-        y, b = targets[0], pr.source
+        b = pr.source
         sources = [blk.materialised(step.p_avals[blk.param].shape) if blk.derived else blk
                    for (bb, _), blk in sorted(by_key.items()) if bb == b]
-        dense_bytes = sum(nbytes(step.s_avals[y].shape + step.p_avals[s.param].shape, s.dtype) for s in sources)
+        dense_bytes = sum(nbytes(step.s_avals[y].shape + step.p_avals[s.param].shape, s.dtype)
+                          for y in group for s in sources)
+        reads = {y: [key.index for key in jmap[y] if key.kind == "state"] for y in group}
         checks = (
-            (len(targets) == 1, "more than one state reads it"),
             (not method.truncates, f"{method.name} keeps one-step patterns only"),
-            (jmap[y][pr.key] == identity_map(len(structure.input_shapes[InputKey(*pr.key)])), "it is reshaped"),
-            (pr.key in uniform[y] and (("state", y) not in jmap[y] or ("state", y) in uniform[y]),
+            (all(jmap[y][pr.key] == identity_map(len(structure.input_shapes[InputKey(*pr.key)])) for y in group),
+             "it is reshaped"),
+            (all(r in group for y in group for r in reads[y]), "a state it reaches also reads another state"),
+            (all(pr.key in uniform[y] and all(("state", r) in uniform[y] for r in reads[y]) for y in group),
              "its coefficients (the readout's leak or its input's) are not one number for every unit"),
-            (not any((y, s.param) in by_key for s in sources), "a parameter of the state it reads also "
-                                                               "reaches it another way"),
+            (not any((y, s.param) in by_key for y in group for s in sources),
+             "a parameter of the state it reads also reaches it another way"),
             (not any(isinstance(s, ConvolutionWindow) for s in sources), "it reads a convolution's filtered input"),
-            (not any(("state", y) in jmap[a] for a in S if a != y), "another state reads it"),
-            # worth it only where ē is smaller than the readout's own (dense) blocks
-            (sum(s.nbytes for s in sources) <= dense_bytes, "its own blocks are smaller"))
+            (not any(("state", y) in jmap[a] for y in group for a in S if a not in group), "another state reads it"),
+            # worth it only where the ē are smaller than the group's own (dense) blocks
+            (len(group) * sum(s.nbytes for s in sources) <= dense_bytes, "its own blocks are smaller"))
         failed = next((why for good, why in checks if not good), None)
         if failed is not None:
             rejected[pr.key] = (f"readout at {source_line(pr.eqn)} of {step.state_names[b]} into "
-                                f"{step.state_names[y]}: kept as dense blocks ({dense_bytes} bytes per "
-                                f"example), not as a filtered eligibility, because {failed}")
+                                f"{', '.join(step.state_names[y] for y in group)}: kept as dense blocks "
+                                f"({dense_bytes} bytes per example), not as a filtered eligibility, because {failed}")
             continue
-        for s in sources:
-            by_key[(y, s.param)] = ReadoutFiltered(y, s.param, s.spec, s.shape, s.dtype, via=InputKey(*pr.key),
-                                                   source=s)
-            filtered.append(by_key[(y, s.param)])
+        for y in group:
+            for s in sources:
+                by_key[(y, s.param)] = ReadoutFiltered(y, s.param, s.spec, s.shape, s.dtype,
+                                                       via=InputKey(*pr.key), source=s)
+                filtered.append(by_key[(y, s.param)])
     return tuple(filtered), rejected
 
 

@@ -1,0 +1,74 @@
+"""Readout filtering in general: any linear filter downstream of per-synapse eligibilities (a leaky
+readout, then a second leaky integrator or a synaptic current) with coefficients that are one
+number for every unit keeps one filtered eligibility per filter state, whatever the dynamics
+upstream; per-unit coefficients are reported with their cost. Gradients against BPTT, float64."""
+import jax
+import jax.numpy as jnp
+import pytest
+
+import sparseprop as sp
+from sparseprop.tracer.storage import ReadoutFiltered
+from reference import assert_matches_bptt, mse
+
+N, M, K, T = 7, 4, 3, 15
+sg = jax.lax.stop_gradient
+BETA = jnp.linspace(1.0, 2.0, N)
+
+
+def _params(key=0):
+    k = jax.random.split(jax.random.PRNGKey(key), 3)
+    return {"w_in": 1.5 * jax.random.normal(k[0], (N, M)), "w_rec": 0.4 * jax.random.normal(k[1], (N, N)),
+            "w_out": jax.random.normal(k[2], (K, N))}
+
+
+def _data(key=1):
+    k = jax.random.split(jax.random.PRNGKey(key), 2)
+    return (jax.random.uniform(k[0], (T, M)) < 0.5).astype(jnp.float64) * 1.5, jax.random.normal(k[1], (T, K))
+
+
+def two_filters(kappa2=0.7, cut=lambda z: z):
+    """ALIF (per-neuron β, shared leak), readout y1 = κ y1 + W z, then y2 = κ2 y2 + y1 read out."""
+    def model(p, s, x):
+        v, a, z, y1, y2 = s
+        a = 0.9 * a + z
+        v = 0.85 * v + p["w_in"] @ x + p["w_rec"] @ cut(z) - sg(z)
+        z = sp.spike(v - 1.0 - BETA * a)
+        y1 = 0.8 * y1 + p["w_out"] @ z
+        y2 = kappa2 * y2 + y1
+        return (v, a, z, y1, y2), y2
+    return model
+
+
+def _state0():
+    return (jnp.zeros(N),) * 3 + (jnp.zeros(K),) * 2
+
+
+def _filtered(learner, params, x):
+    plan = learner.plan(params, _state0(), x)
+    return {(plan.state_names[b.state], plan.param_names[b.param]) for b in plan.blocks
+            if isinstance(b, ReadoutFiltered)}
+
+
+@pytest.mark.parametrize("method", ["exact", "eprop"])
+def test_a_second_leaky_integrator_after_the_readout_is_filtered_too(method):
+    params = _params()
+    xs, targets = _data()
+    twin = two_filters(cut=sg) if method == "eprop" else None
+    learner, *_ = assert_matches_bptt(two_filters(), mse, params, _state0(), xs, targets, method=method, twin=twin,
+                                      spikes=lambda ys, states: jnp.sum(states[2]))
+    if method == "eprop":       # exact keeps dense traces of the recurrent weights anyway
+        assert {("state[3]", "params['w_in']"), ("state[4]", "params['w_in']"),
+                ("state[3]", "params['w_rec']"), ("state[4]", "params['w_rec']")} <= _filtered(learner, params,
+                                                                                               xs[0])
+
+
+def test_per_unit_coefficients_are_reported_with_their_cost_and_stay_exact():
+    params = _params(2)
+    xs, targets = _data(3)
+    model = two_filters(kappa2=jnp.linspace(0.6, 0.9, K), cut=sg)
+    learner, *_ = assert_matches_bptt(model, mse, params, _state0(), xs, targets, method="eprop",
+                                      spikes=lambda ys, states: jnp.sum(states[2]))
+    report = learner.explain(params, _state0(), xs[0], print_report=False)
+    note = next(n for n in report.notes if n.startswith("readout at"))
+    assert "state[3], state[4]" in note and "bytes per example" in note and "not one number for every unit" in note
+    assert not _filtered(learner, params, xs[0])
