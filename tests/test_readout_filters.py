@@ -72,3 +72,35 @@ def test_per_unit_coefficients_are_reported_with_their_cost_and_stay_exact():
     note = next(n for n in report.notes if n.startswith("readout at"))
     assert "state[3], state[4]" in note and "bytes per example" in note and "not one number for every unit" in note
     assert not _filtered(learner, params, xs[0])
+
+
+def gain_readout(gain):
+    """A fixed per-neuron gain between the spikes and the readout: W · (g ⊙ z)."""
+    def model(p, s, x):
+        v, a, z, y = s
+        a = 0.9 * a + z
+        v = 0.85 * v + p["w_in"] @ x + p["w_rec"] @ sg(z) - sg(z)
+        z = sp.spike(v - 1.0 - BETA * a)
+        y = 0.8 * y + p["w_out"] @ (gain(p) * z)
+        return (v, a, z, y), y
+    return model
+
+
+def test_a_fixed_per_neuron_gain_before_the_readout_keeps_it_filtered():
+    params = _params(4)
+    xs, targets = _data(5)
+    s0 = (jnp.zeros(N),) * 3 + (jnp.zeros(K),)
+    model = gain_readout(lambda p: jnp.linspace(0.5, 1.5, N))
+    learner, *_ = assert_matches_bptt(model, mse, params, s0, xs, targets, method="eprop",
+                                      spikes=lambda ys, states: jnp.sum(states[2]))
+    plan = learner.plan(params, s0, xs[0])
+    assert [b for b in plan.blocks if isinstance(b, ReadoutFiltered) and plan.param_names[b.param] == "params['w_rec']"]
+
+
+def test_a_trained_gain_is_no_fixed_matrix():
+    params = dict(_params(6), gain=jnp.linspace(0.5, 1.5, N))
+    xs, targets = _data(7)
+    s0 = (jnp.zeros(N),) * 3 + (jnp.zeros(K),)
+    learner, *_ = assert_matches_bptt(gain_readout(lambda p: p["gain"]), mse, params, s0, xs, targets,
+                                      method="eprop", spikes=lambda ys, states: jnp.sum(states[2]))
+    assert not [b for b in learner.plan(params, s0, xs[0]).blocks if isinstance(b, ReadoutFiltered)]

@@ -180,18 +180,20 @@ def advance(plan: Plan, p, s, xs, traces):
     return new_s, update_traces(plan, J, us, traces)
 
 
-def projection_weights(plan: Plan, p) -> Dict[Hashable, object]:
-    """The fixed matrix W of every readout projection, computed from the parameters alone."""
+def projection_weights(plan: Plan, p) -> Dict[Hashable, tuple]:
+    """The fixed operands of every readout projection — its matrix W, then the factors of the
+    per-neuron gains applied before it (`Projection.prefix`) — computed from the parameters alone."""
     projections = plan.structure.projections
     if not projections:
         return {}
     jx = plan.jvp.closed.jaxpr
-    ws = [pr.eqn.invars[1 - pr.side] for pr in projections]
-    wanted = [w for w in ws if isinstance(w, jcore.Var)]
+    operands = [pr.fixed_operands() for pr in projections]
+    wanted = [w for ws in operands for w in ws if isinstance(w, jcore.Var)]
     program, used = pe.dce_jaxpr(jx.replace(outvars=wanted), [True] * len(wanted))
     args = [v for v, u in zip(list(p) + [None] * (len(jx.invars) - len(p)), used) if u]
     values = iter(evaluate(program, plan.jvp.closed.consts, args, {}))
-    return {pr.key: (w.val if isinstance(w, jcore.Literal) else next(values)) for pr, w in zip(projections, ws)}
+    return {pr.key: tuple(w.val if isinstance(w, jcore.Literal) else next(values) for w in ws)
+            for pr, ws in zip(projections, operands)}
 
 
 def signal_context(plan: Plan, p, s) -> Dict[Hashable, object]:

@@ -88,7 +88,8 @@ class Cuts:
 
 @dataclass(frozen=True, eq=False)
 class Projection:
-    """A readout `y ← c·y + W · s_b` of new state leaf b through a fixed matrix W.
+    """A readout `y ← c·y + W · s_b` of new state leaf b through a fixed matrix W (optionally after
+    fixed per-neuron gains, `W · (g ⊙ s_b)`).
 
     With c and the readout's coefficient scalars, M[y, p] = W · ē[b, p] for every parameter p
     that reaches b, where ē_t = c ē_{t-1} + M_t[b, p] is b's trace filtered by the readout
@@ -100,9 +101,18 @@ class Projection:
     source: int                # b: flat index of the state leaf read out
     side: int                  # operand position of ds_b in the dot_general
     eqn: object
+    prefix: Tuple = ()         # (mul equation, operand position of the tangent): per-neuron gains c ⊙ ds_b
 
-    def apply(self, w, t):
-        """W · t for a tangent (or trace slice) `t` shaped like state b."""
+    def fixed_operands(self) -> tuple:
+        """The variables of W and of each gain's factor (computed from parameters alone)."""
+        return (self.eqn.invars[1 - self.side],) + tuple(eqn.invars[1 - k] for eqn, k in self.prefix)
+
+    def apply(self, operands, t):
+        """W · (c ⊙ t) for a tangent (or trace slice) `t` shaped like state b; `operands` are the
+        values of `fixed_operands()`."""
+        for (eqn, k), c in zip(self.prefix, operands[1:]):
+            t = bind(eqn, [c, t] if k == 1 else [t, c])[0]
+        w = operands[0]
         return bind(self.eqn, [w, t] if self.side == 1 else [t, w])[0]
 
 

@@ -72,6 +72,8 @@ def find_projections(jx, S, n_params, neuron_axes) -> Tuple[Projection, ...]:
     for eqn in jx.eqns:
         if all(isinstance(v, jcore.Literal) or v in param_only for v in eqn.invars):
             param_only |= set(eqn.outvars)
+    fixed = lambda v: isinstance(v, jcore.Literal) or v in param_only   # noqa: E731
+    producer = {v: eqn for eqn in jx.eqns for v in eqn.outvars}
     found = []
     for i, eqn in enumerate(jx.eqns):
         if eqn.primitive.name != "dot_general":
@@ -79,12 +81,27 @@ def find_projections(jx, S, n_params, neuron_axes) -> Tuple[Projection, ...]:
         for side in (0, 1):
             t, w = eqn.invars[side], eqn.invars[1 - side]
             contracting = eqn.params["dimension_numbers"][0][side]
-            if (isinstance(t, jcore.Var) and t in tangent_of
-                    and set(contracting) & neuron_axes.get(tangent_of[t], {NEURON_AXIS})
-                    and (isinstance(w, jcore.Literal) or w in param_only)):
-                found.append(Projection((i,), InputKey("projection", len(found)), tangent_of[t], side, eqn))
+            t, prefix = _gains(t, producer, tangent_of, fixed)
+            if (t is not None and set(contracting) & neuron_axes.get(tangent_of[t], {NEURON_AXIS}) and fixed(w)):
+                found.append(Projection((i,), InputKey("projection", len(found)), tangent_of[t], side, eqn, prefix))
                 break
     return tuple(found)
+
+
+def _gains(t, producer, tangent_of, fixed):
+    """`(state tangent, prefix)` where `t` is that tangent times fixed per-neuron factors
+    (elementwise products of the same shape), else `(None, ())`."""
+    prefix = []
+    while isinstance(t, jcore.Var) and t not in tangent_of:
+        eqn = producer.get(t)
+        if eqn is None or eqn.primitive.name != "mul":
+            return None, ()
+        k = next((k for k in (0, 1) if not fixed(eqn.invars[k])), None)
+        if k is None or not fixed(eqn.invars[1 - k]) or eqn.invars[k].aval.shape != t.aval.shape:
+            return None, ()
+        prefix.append((eqn, k))
+        t = eqn.invars[k]
+    return (t, tuple(reversed(prefix))) if isinstance(t, jcore.Var) else (None, ())
 
 
 def _explain_jvp_failure(e, jaxpr) -> str:
