@@ -3,7 +3,7 @@
 Bellec, Scherr, Subramoney, Hajek, Salaj, Legenstein & Maass, "A solution to the learning
 dilemma for recurrent networks of spiking neurons", Nat. Commun. 11:3625 (2020), Methods.
 
-Two networks, each written twice: once as a plain JAX step function (what a sparseprop user
+Four networks, each written twice: once as a plain JAX step function (what a sparseprop user
 writes, and what BPTT differentiates) and once as a hand-written e-prop program (jit,
 `lax.scan` over time, one step per scan iteration, gradients summed over the batch inside
 the step):
@@ -17,11 +17,20 @@ the step):
   v_th + β a_t), leaky readout y_t = κ y_{t-1} + W_out z_t + b with one shared κ. Per
   synapse: ε^v, ε^a and the κ-filtered eligibility ē (three arrays per weight), stored
   neuron-first (n, pre, B) or batch-first (B, n, pre) (`layout`).
+- `alif_beta`: recurrent ALIF with one shared leak α and a per-neuron adaptation strength β_j,
+  leaky readout with shared κ. With α shared, ε^v[j, i] = x̄[i] is factorised per presynaptic
+  input again; ε^a and ē stay per synapse (two arrays per weight).
+- `lif2`: two LIF layers without recurrence (input -> n -> n -> plain readout), one shared leak,
+  detached resets. Nothing recurrent to cut, so e-prop is the exact gradient here: the
+  second layer's weights use the α-filtered first-layer spikes (factorised), the first
+  layer's weights one per-synapse trace q[j, i] = Σ_s α^{t-s} ψ¹_s[j] x̄_s[i] (the
+  sensitivity of layer 2's potentials, up to the factor w_hid[l, j]).
 
 Both use the pseudo-derivative ψ_t = 0.3 · max(0, 1 − |u_t|) / v_th at the step's own
 potential u_t = (v_t − threshold_t) / v_th and the learning signal L_t = W_outᵀ ∂E_t/∂y_t,
 with E_t = Σ_k (y_t,k − y*_t,k)² per example. Every function returns `(loss, grads)` with
-the loss and the gradient of `params = {w_in, w_rec, w_out, b_out}` summed over batch and
+the loss and the gradient of `params = {w_in, w_rec, w_out, b_out}` (`lif2`: `w_hid`, the
+layer-1 -> layer-2 weights, in place of `w_rec`) summed over batch and
 time; inputs are time-major: `xs` (T, B, m), `targets` (T, B, k), `states0` batched.
 """
 from __future__ import annotations
@@ -35,7 +44,7 @@ THR, BETA, RHO, DAMP = 1.0, 1.7, 0.96, 0.3
 SPIKE = sp.surrogates.Triangle(scale=DAMP)     # H(u), derivative 0.3 · max(0, 1 − |u|)
 sg = jax.lax.stop_gradient
 
-NETWORKS = ("lif", "alif")
+NETWORKS = ("lif", "alif", "alif_beta", "lif2")
 LAYOUTS = ("neuron_first", "neuron_batch", "batch_first")
 
 
@@ -73,21 +82,48 @@ def alif_model(alpha, kappa):
     return model
 
 
+def alif_beta_model(alpha, beta, kappa):
+    """Recurrent ALIF with a shared leak `alpha` (a scalar), per-neuron adaptation strength
+    `beta` (n,), detached reset, and a leaky readout with shared `kappa`. State `(v, a, z, y)`."""
+    def model(p, s, x):
+        v, a, z, y = s
+        a = RHO * a + z
+        v = alpha * v + p["w_in"] @ x + p["w_rec"] @ z - sg(z) * THR
+        z = SPIKE((v - THR - beta * a) / THR)
+        y = kappa * y + p["w_out"] @ z + p["b_out"]
+        return (v, a, z, y), y
+    return model
+
+
+def lif2_model(alpha):
+    """Two LIF layers without recurrence, shared leak `alpha`, detached resets, plain readout:
+    x -> layer 1 (`w_in`) -> layer 2 (`w_hid`, layer 1's spikes of the same step) -> y.
+    State `(v1, z1, v2, z2)`, each (n,); output y (k,)."""
+    def model(p, s, x):
+        v1, z1, v2, z2 = s
+        v1 = alpha * v1 + p["w_in"] @ x - sg(z1) * THR
+        z1 = SPIKE((v1 - THR) / THR)
+        v2 = alpha * v2 + p["w_hid"] @ z1 - sg(z2) * THR
+        z2 = SPIKE((v2 - THR) / THR)
+        return (v1, z1, v2, z2), p["w_out"] @ z2 + p["b_out"]
+    return model
+
+
 def make_problem(network: str, n: int, m: int, k: int, batch: int, steps: int, dtype=jnp.float32,
                  seed: int = 0, rate: float = 0.1, w_in_scale: float = 1.5):
     """A random problem whose neurons spike (input Bernoulli spikes at `rate`).
 
     **Arguments:**
 
-    - `network`: `"lif"` or `"alif"`.
+    - `network`: one of `NETWORKS`.
     - `n`, `m`, `k`: hidden neurons, inputs, readout units; `batch`, `steps`: B and T.
     - `dtype`: float dtype of everything.
 
     **Returns:**
 
-    `dict(model, consts, params, states0, xs, targets)`: `consts` = `{"alpha", "kappa"}` for the
-    hand-written programs, `states0` a batched state (all zeros), `xs` (T, B, m) and
-    `targets` (T, B, k) time-major.
+    `dict(model, consts, params, states0, xs, targets)`: `consts` = `{"alpha", "kappa"}` (and
+    `"beta"` for `alif_beta`) for the hand-written programs, `states0` a batched state (all
+    zeros), `xs` (T, B, m) and `targets` (T, B, k) time-major.
 
     **Raises:**
 
@@ -108,10 +144,22 @@ def make_problem(network: str, n: int, m: int, k: int, batch: int, steps: int, d
         consts = {"alpha": jnp.asarray(0.9, dtype), "kappa": None}
         model = lif_model(consts["alpha"])
         states0 = (zeros(n), zeros(n))
-    else:
+    elif network == "alif":
         consts = {"alpha": jnp.linspace(0.82, 0.95, n, dtype=dtype), "kappa": jnp.asarray(0.8, dtype)}
         model = alif_model(consts["alpha"], consts["kappa"])
         states0 = (zeros(n), zeros(n), zeros(n), zeros(k))
+    elif network == "alif_beta":
+        consts = {"alpha": jnp.asarray(0.9, dtype), "beta": jnp.linspace(0.5, 2.0, n, dtype=dtype),
+                  "kappa": jnp.asarray(0.8, dtype)}
+        model = alif_beta_model(consts["alpha"], consts["beta"], consts["kappa"])
+        states0 = (zeros(n), zeros(n), zeros(n), zeros(k))
+    else:
+        # layer 2 is driven by layer 1's spikes (rate about `rate`) instead of a recurrent matrix
+        params["w_hid"] = jax.random.normal(keys[1], (n, n), dtype) * (w_in_scale / jnp.sqrt(n * rate / 1.75))
+        del params["w_rec"]
+        consts = {"alpha": jnp.asarray(0.9, dtype), "kappa": None}
+        model = lif2_model(consts["alpha"])
+        states0 = (zeros(n),) * 4
     return dict(model=model, consts=consts, params=params, states0=states0, xs=xs, targets=targets)
 
 
@@ -181,6 +229,38 @@ def hand_lif_fn(alpha):
     return run
 
 
+class _Layout:
+    """Per-synapse arrays (one value per example b, neuron j, presynaptic input i) stored with
+    the axes in the order of `layout` (see `LAYOUTS`), and the batch sum of the gradient."""
+
+    def __init__(self, layout: str, batch_sum: str):
+        if layout not in LAYOUTS:
+            raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
+        if batch_sum not in ("dot", "reduce"):
+            raise ValueError(f"batch_sum must be 'dot' or 'reduce'; got {batch_sum!r}")
+        self.axes = {"neuron_first": "jib", "neuron_batch": "jbi", "batch_first": "bji"}[layout]
+        self.batch_sum = batch_sum
+
+    def put(self, array, have: str):
+        """Broadcast a (B, n) (`have="bj"`) or (B, pre) (`"bi"`) array into the layout."""
+        kept = "".join(c for c in self.axes if c in have)
+        missing = next(c for c in "jib" if c not in have)
+        return jnp.expand_dims(jnp.einsum(f"{have}->{kept}", array), self.axes.index(missing))
+
+    def neuron(self, values):
+        """A per-neuron (n,) array broadcast into the layout."""
+        return jnp.expand_dims(values, tuple(i for i, c in enumerate(self.axes) if c != "j"))
+
+    def zeros(self, batch: int, n: int, pre: int, dtype):
+        return jnp.zeros(tuple({"j": n, "i": pre, "b": batch}[c] for c in self.axes), dtype)
+
+    def reduce_batch(self, L, ebar):
+        """Σ_b L[b, j] ē[b, j, i], an (n, pre) gradient."""
+        if self.batch_sum == "dot":
+            return jnp.einsum(f"{self.axes},bj->ji", ebar, L)
+        return jnp.sum(ebar * self.put(L, "bj"), axis=self.axes.index("b"))   # every layout has j before i
+
+
 def hand_alif_fn(alpha, kappa, layout: str = "neuron_first", batch_sum: str = "dot"):
     """Hand-written e-prop for `alif_model(alpha, kappa)`: per-synapse ε^v, ε^a, ē.
 
@@ -202,29 +282,50 @@ def hand_alif_fn(alpha, kappa, layout: str = "neuron_first", batch_sum: str = "d
 
     `ValueError` for an unknown layout or batch_sum.
     """
-    if layout not in LAYOUTS:
-        raise ValueError(f"layout must be one of {LAYOUTS}; got {layout!r}")
-    if batch_sum not in ("dot", "reduce"):
-        raise ValueError(f"batch_sum must be 'dot' or 'reduce'; got {batch_sum!r}")
-    axes = {"neuron_first": "jib", "neuron_batch": "jbi", "batch_first": "bji"}[layout]
+    lay = _Layout(layout, batch_sum)
+    a_ = lay.neuron(alpha)
 
-    def put(array, have):  # broadcast a (B, n) ("bj") or (B, pre) ("bi") array into `axes`
-        return jnp.expand_dims(jnp.einsum(f"{have}->{''.join(c for c in axes if c in have)}", array),
-                               axes.index(next(c for c in "jib" if c not in have)))
+    def traces(psi_prev, psi, pre, ev, ea, eb):
+        ea = RHO * ea + lay.put(psi_prev, "bj") * (ev - BETA * ea)
+        ev = a_ * ev + lay.put(pre, "bi")
+        eb = kappa * eb + lay.put(psi, "bj") * (ev - BETA * ea)
+        return ev, ea, eb
+    return _hand_adaptive(lay, alpha, BETA, kappa, traces, per_synapse_ev=True)
 
-    a_ = jnp.expand_dims(alpha, tuple(i for i, c in enumerate(axes) if c != "j"))
 
-    def per_syn(post):
-        return put(post, "bj")
+def hand_alif_beta_fn(alpha, beta, kappa, layout: str = "neuron_batch", batch_sum: str = "dot"):
+    """Hand-written e-prop for `alif_beta_model(alpha, beta, kappa)`: factorised ε^v, per-synapse ε^a, ē.
 
-    def per_pre(pre):
-        return put(pre, "bi")
+    With one shared α, ε^v_t[j, i] = x̄_t[i] = α x̄_{t-1}[i] + pre_t[i] (one (B, pre) array per
+    weight); ε^a_t = ρ ε^a_{t-1} + ψ_{t-1}[j] (x̄_{t-1}[i] − β_j ε^a_{t-1}) and
+    ē_t = κ ē_{t-1} + ψ_t[j] (x̄_t[i] − β_j ε^a_t) stay per synapse: two arrays per weight.
 
-    def reduce_batch(L, ebar):   # Σ_b L[b, j] ē[b, j, i]
-        if batch_sum == "dot":
-            return jnp.einsum(f"{axes},bj->ji", ebar, L)
-        return jnp.sum(ebar * per_syn(L), axis=axes.index("b"))     # every layout has j before i
+    **Arguments:**
 
+    - `alpha`: the shared leak (scalar); `beta`: (n,) adaptation strengths; `kappa`: the
+      shared readout leak.
+    - `layout`, `batch_sum`: as for `hand_alif_fn`.
+
+    **Raises:**
+
+    `ValueError` for an unknown layout or batch_sum.
+    """
+    lay = _Layout(layout, batch_sum)
+    b_ = lay.neuron(beta)
+
+    def traces(psi_prev, psi, pre, xbar, ea, eb):
+        ea = RHO * ea + lay.put(psi_prev, "bj") * (lay.put(xbar, "bi") - b_ * ea)
+        xbar = alpha * xbar + pre
+        eb = kappa * eb + lay.put(psi, "bj") * (lay.put(xbar, "bi") - b_ * ea)
+        return xbar, ea, eb
+    return _hand_adaptive(lay, alpha, beta, kappa, traces, per_synapse_ev=False)
+
+
+def _hand_adaptive(lay: _Layout, alpha, beta, kappa, traces, per_synapse_ev: bool):
+    """The e-prop program shared by the two ALIF networks (leaky readout with shared `kappa`).
+
+    `traces(psi_prev, psi, pre, ev, ea, eb) -> (ev, ea, eb)` updates one weight's eligibility
+    (ev per synapse, or per presynaptic input when `per_synapse_ev` is False)."""
     def run(params, states0, xs, targets):
         w_in, w_rec, w_out, b_out = params["w_in"], params["w_rec"], params["w_out"], params["b_out"]
         v0, a0, z0, y0 = states0
@@ -232,47 +333,97 @@ def hand_alif_fn(alpha, kappa, layout: str = "neuron_first", batch_sum: str = "d
         m = xs.shape[-1]
         dtype = v0.dtype
 
-        def zeros(pre):
-            return jnp.zeros(tuple({"j": n, "i": pre, "b": B}[c] for c in axes), dtype)
-
         def body(c, inp):
-            v, a, z, y, psi_prev, traces, zbar, bbar, g, loss = c
+            v, a, z, y, psi_prev, trace, zbar, bbar, g, loss = c
             x, target = inp
             # forward step
             a = RHO * a + z
             v = alpha * v + x @ w_in.T + z @ w_rec.T - z * THR
-            z_new, psi = _spike(v, THR + BETA * a)
+            z_new, psi = _spike(v, THR + beta * a)
             y = kappa * y + z_new @ w_out.T + b_out
             err = 2.0 * (y - target)
             L = err @ w_out                                   # learning signal (B, n)
             # eligibility: one fused elementwise pass per weight, then the batch sum
-            new_traces, g = dict(traces), dict(g)
+            new_trace, g = dict(trace), dict(g)
             for name, pre in (("w_in", x), ("w_rec", z)):
-                ev, ea, eb = traces[name]
-                ea = RHO * ea + per_syn(psi_prev) * (ev - BETA * ea)
-                ev = a_ * ev + per_pre(pre)
-                eb = kappa * eb + per_syn(psi) * (ev - BETA * ea)
-                new_traces[name] = (ev, ea, eb)
-                g[name] = g[name] + reduce_batch(L, eb)
+                new_trace[name] = traces(psi_prev, psi, pre, *trace[name])
+                g[name] = g[name] + lay.reduce_batch(L, new_trace[name][2])
             # leaky readout: ∂y/∂W_out[k, j] = κ-filtered z_j, ∂y/∂b = κ-filtered 1
             zbar = kappa * zbar + z_new
             bbar = kappa * bbar + 1.0
             g["w_out"] = g["w_out"] + err.T @ zbar
             g["b_out"] = g["b_out"] + bbar * jnp.sum(err, 0)
             loss = loss + jnp.sum((y - target) ** 2)
-            return (v, a, z_new, y, psi, new_traces, zbar, bbar, g, loss), None
+            return (v, a, z_new, y, psi, new_trace, zbar, bbar, g, loss), None
 
-        traces = {"w_in": (zeros(m),) * 3, "w_rec": (zeros(n),) * 3}
+        def zeros(pre):
+            ev = lay.zeros(B, n, pre, dtype) if per_synapse_ev else jnp.zeros((B, pre), dtype)
+            return ev, lay.zeros(B, n, pre, dtype), lay.zeros(B, n, pre, dtype)
+        trace = {"w_in": zeros(m), "w_rec": zeros(n)}
         zero = jax.tree_util.tree_map(jnp.zeros_like, params)
-        c0 = (v0, a0, z0, y0, jnp.zeros_like(v0), traces, jnp.zeros_like(z0), jnp.zeros((), dtype),
+        c0 = (v0, a0, z0, y0, jnp.zeros_like(v0), trace, jnp.zeros_like(z0), jnp.zeros((), dtype),
               zero, jnp.zeros((), dtype))
         c, _ = jax.lax.scan(body, c0, (xs, targets))
         return c[9], c[8]
     return run
 
 
+def hand_lif2_fn(alpha, layout: str = "neuron_batch", batch_sum: str = "dot"):
+    """Hand-written forward-mode gradient (= e-prop = BPTT) for `lif2_model(alpha)`.
+
+    Layer 2 (w_hid): ∂v²_t[l]/∂w_hid[l, j] = z̄¹_t[j], the α-filtered layer-1 spikes (factorised).
+    Layer 1 (w_in): ∂v²_t[l]/∂w_in[j, i] = w_hid[l, j] q_t[j, i] with one per-synapse trace
+    q_t = α q_{t-1} + ψ¹_t[j] x̄_t[i] (x̄ the α-filtered input; both layers share α), so
+    ∇w_in += Σ_b (δ²_t w_hid)[b, j] q_t[b, j, i] with δ²_t = (W_outᵀ ∂E_t/∂y_t) ψ²_t.
+
+    **Arguments:**
+
+    - `alpha`: the shared leak (scalar).
+    - `layout`, `batch_sum`: how q is stored and summed over the batch, as for `hand_alif_fn`.
+
+    **Raises:**
+
+    `ValueError` for an unknown layout or batch_sum.
+    """
+    lay = _Layout(layout, batch_sum)
+
+    def run(params, states0, xs, targets):
+        w_in, w_hid, w_out, b_out = params["w_in"], params["w_hid"], params["w_out"], params["b_out"]
+        v10, z10, v20, z20 = states0
+        B, n = v10.shape
+
+        def body(c, inp):
+            v1, z1, v2, z2, xbar, z1bar, q, g, loss = c
+            x, target = inp
+            xbar = alpha * xbar + x
+            v1 = alpha * v1 + x @ w_in.T - z1 * THR
+            z1, psi1 = _spike(v1, THR)
+            z1bar = alpha * z1bar + z1
+            v2 = alpha * v2 + z1 @ w_hid.T - z2 * THR
+            z2, psi2 = _spike(v2, THR)
+            q = alpha * q + lay.put(psi1, "bj") * lay.put(xbar, "bi")
+            y = z2 @ w_out.T + b_out
+            err = 2.0 * (y - target)
+            delta2 = (err @ w_out) * psi2                    # ∂E_t/∂v²_t
+            g = {"w_in": g["w_in"] + lay.reduce_batch(delta2 @ w_hid, q), "w_hid": g["w_hid"] + delta2.T @ z1bar,
+                 "w_out": g["w_out"] + err.T @ z2, "b_out": g["b_out"] + jnp.sum(err, 0)}
+            return (v1, z1, v2, z2, xbar, z1bar, q, g, loss + jnp.sum((y - target) ** 2)), None
+
+        zero = jax.tree_util.tree_map(jnp.zeros_like, params)
+        c0 = (v10, z10, v20, z20, jnp.zeros_like(xs[0]), jnp.zeros_like(z10),
+              lay.zeros(B, n, xs.shape[-1], v10.dtype), zero, jnp.zeros((), v10.dtype))
+        c, _ = jax.lax.scan(body, c0, (xs, targets))
+        return c[8], c[7]
+    return run
+
+
 def hand_written_fn(network: str, consts: dict, layout: str = "neuron_first", batch_sum: str = "dot"):
-    """The hand-written e-prop program of `network` (`consts` from `make_problem`)."""
+    """The hand-written e-prop program of `network` (`consts` from `make_problem`); `layout` and
+    `batch_sum` are ignored for `lif` (no per-synapse arrays)."""
     if network == "lif":
         return hand_lif_fn(consts["alpha"])
-    return hand_alif_fn(consts["alpha"], consts["kappa"], layout, batch_sum)
+    if network == "alif":
+        return hand_alif_fn(consts["alpha"], consts["kappa"], layout, batch_sum)
+    if network == "alif_beta":
+        return hand_alif_beta_fn(consts["alpha"], consts["beta"], consts["kappa"], layout, batch_sum)
+    return hand_lif2_fn(consts["alpha"], layout, batch_sum)

@@ -21,7 +21,9 @@ One module per job:
 - `timing`: side-by-side timing and gradient error measures;
 - `memory`: compiled temp bytes and peak RSS of a child process;
 - `sweeps`: `memory_sweep`, `speed_sweep`, `accuracy_check`;
-- `report`: CSV and figures.
+- `report`: CSV and figures;
+- `hlo`: bytes a compiled time loop moves per step (from the optimised HLO) and the
+  streaming bandwidth, for a bandwidth floor on the time per step.
 
 The scripts in `benchmarks/` and `sparseprop bench` wrap the sweeps; the figures and the
 progress bar need the bench extra (`pip install -e ".[bench]"`: matplotlib, tqdm, braintrace).
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from .hlo import loop_body_bytes, streaming_bandwidth
 from .memory import peak_rss, temp_bytes
 from .peers import braintrace_available, checkpoint_chunk_size, make_grad_fn
 from .problems import METHODS, MODELS, ModelSpec, exact_expected, make_problem, mse_loss
@@ -41,7 +44,7 @@ __all__ = ["MODELS", "METHODS", "ModelSpec", "make_problem", "make_grad_fn", "ms
            "checkpoint_chunk_size", "temp_bytes", "time_per_step", "relative_error", "cosine", "peak_rss",
            "memory_sweep", "memory_growth", "speed_sweep", "accuracy_check", "machine_label",
            "braintrace_available", "write_csv", "plot_memory", "plot_speed", "DEFAULT_T", "DEFAULT_N",
-           "missing_extras"]
+           "missing_extras", "loop_body_bytes", "streaming_bandwidth"]
 
 #: What `sparseprop bench` needs beyond the core install (braintrace is optional: its methods are skipped).
 REQUIRED = ("matplotlib", "tqdm")
