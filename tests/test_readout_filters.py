@@ -104,3 +104,38 @@ def test_a_trained_gain_is_no_fixed_matrix():
     learner, *_ = assert_matches_bptt(gain_readout(lambda p: p["gain"]), mse, params, s0, xs, targets,
                                       method="eprop", spikes=lambda ys, states: jnp.sum(states[2]))
     assert not [b for b in learner.plan(params, s0, xs[0]).blocks if isinstance(b, ReadoutFiltered)]
+
+
+def two_layers(detach=True):
+    """Two feed-forward LIF layers (shared leak): layer 2 is a leaky filter of W_hid z1, and its
+    spike z2 a per-neuron function of it."""
+    def model(p, s, x):
+        v1, z1, v2, z2 = s
+        v1 = 0.9 * v1 + p["w_in"] @ x - sg(z1)
+        z1 = sp.spike(v1 - 1.0)
+        v2 = 0.8 * v2 + p["w_hid"] @ z1 - (sg(z2) if detach else z2)
+        z2 = sp.spike(v2 - 1.0)
+        return (v1, z1, v2, z2), p["w_out"] @ z2
+    return model
+
+
+@pytest.mark.parametrize("detach", [True, False])
+def test_a_second_layer_filters_the_first_layers_eligibility(detach):
+    """M[v2, w_in] = W_hid · q with q ← α q + M[z1, w_in], one (n, m) array per example, not
+    (n, n, m); with a differentiated reset, z2 feeds v2 back and the blocks stay dense."""
+    k = jax.random.split(jax.random.PRNGKey(8), 3)
+    params = {"w_in": 1.6 * jax.random.normal(k[0], (N, M)), "w_hid": 1.2 * jax.random.normal(k[1], (N, N)),
+              "w_out": jax.random.normal(k[2], (K, N))}
+    xs, targets = _data(9)
+    s0 = (jnp.zeros(N),) * 4
+    for method in ("exact", "eprop"):
+        learner, *_ = assert_matches_bptt(two_layers(detach), mse, params, s0, xs, targets, method=method,
+                                          spikes=lambda ys, states: jnp.sum(states[3]))
+    plan = learner.plan(params, s0, xs[0])
+    shapes = {(plan.state_names[b.state], type(b).__name__): b.shape for b in plan.blocks
+              if plan.param_names[b.param] == "params['w_in']"}
+    if detach:
+        assert shapes[("state[2]", "ReadoutFiltered")] == (N, M)
+        assert max(int(jnp.prod(jnp.array(s))) for s in shapes.values()) == N * M
+    else:
+        assert ("state[2]", "Dense") in shapes

@@ -53,6 +53,7 @@ class Storage:
     kind: ClassVar[str] = ""
     factorised: ClassVar[bool] = False
     derived: ClassVar[bool] = False      # carries coefficients, not the block (`Derived`)
+    expandable: ClassVar[bool] = True    # `full` gives the whole block (a readout's filtered trace: no)
 
     @property
     def nbytes(self) -> int:
@@ -231,6 +232,8 @@ class Derived(PerEntry):
         return jnp.stack([values.J[(self.state, InputKey("chain", b))].array for b in self.sources]).astype(self.dtype)
 
     def expand(self, plan, blocks: List, T):
+        if not all(plan.blocks[bi].expandable for bi in self._source_blocks(plan)):
+            return None     # a filtered source: read by no state, met by the signal only (passes/blocks.py)
         total = None
         for k, b in enumerate(self.sources):
             bi = plan.block_index.get((b, self.param))
@@ -240,6 +243,9 @@ class Derived(PerEntry):
             term = _per_neuron(T[k], source.ndim) * source
             total = term if total is None else total + term
         return total.astype(self.dtype)
+
+    def _source_blocks(self, plan):
+        return [plan.block_index[(b, self.param)] for b in self.sources if (b, self.param) in plan.block_index]
 
     def signals_to_sources(self, plan, signal, T, batched: bool):
         """`[(block index of (b, p), λ_z ⊙ D[z←b])]`: where the signal of this block goes."""
@@ -356,6 +362,7 @@ class ReadoutFiltered(Storage):
     source: Optional[Storage] = None    # the block M[b, p] of the state read out
 
     kind = "readout-filtered eligibility"
+    expandable = False
 
     def layout(self) -> tuple:
         return super().layout() + (tuple(self.via), self.source.layout())

@@ -246,23 +246,32 @@ def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[
     (uniformity.py), the states it reads are in the group, nothing else brings a parameter of
     b's traces into it, and no state outside the group reads it: then M[y, p] = W · ē[y, p] with
     ē[y] ← c ⊙ M[b, p] + Σ_{y'} c' ⊙ ē[y'] (one filtered eligibility per state of the group).
-    Chosen when b's traces are smaller than the group's dense blocks would be.
+    Chosen when b's traces are smaller than the group's dense blocks would be. A state that is
+    a per-neuron function of the group's new states (the spike of a layer fed by the readout)
+    keeps no filter of its own: its block is recomputed (`Derived`) where the signal meets it.
     """
     S = step.diff_states
     jmap, uniform = structure.jmap, structure.uniform
     by_key = {(b.state, b.param): b for b in blocks}
     filtered, rejected = [], {}
     for pr in structure.projections:
-        group = [a for a in S if pr.key in jmap[a]]
-        if not group:
+        reached = [a for a in S if pr.key in jmap[a]]
+        if not reached:
             continue
+        # a per-neuron function of the group's new states (the next layer's spike) is no filter:
+        # its block is recomputed from theirs where the signal meets it (read by no state)
+        chained = [c for c in reached if c in structure.chains
+                   and set(structure.chains[c]) <= set(reached) - set(structure.chains)]
+        group = [a for a in reached if a not in chained]
         b = pr.source
         sources = [blk.materialised(step.p_avals[blk.param].shape) if blk.derived else blk
                    for (bb, _), blk in sorted(by_key.items()) if bb == b]
         dense_bytes = sum(nbytes(step.s_avals[y].shape + step.p_avals[s.param].shape, s.dtype)
-                          for y in group for s in sources)
+                          for y in reached for s in sources)
         reads = {y: [key.index for key in jmap[y] if key.kind == "state"] for y in group}
         checks = (
+            (all(by_key[(b, s.param)].expandable for s in sources), "the state it reads keeps a filtered trace itself"),
+            (not any(("state", c) in jmap[a] for c in chained for a in S), "a state reads the layer it feeds"),
             (not method.truncates, f"{method.name} keeps one-step patterns only"),
             (all(jmap[y][pr.key] == identity_map(len(structure.input_shapes[InputKey(*pr.key)])) for y in group),
              "it is reshaped"),
@@ -272,13 +281,13 @@ def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[
             (not any((y, s.param) in by_key for y in group for s in sources),
              "a parameter of the state it reads also reaches it another way"),
             (not any(isinstance(s, ConvolutionWindow) for s in sources), "it reads a convolution's filtered input"),
-            (not any(("state", y) in jmap[a] for y in group for a in S if a not in group), "another state reads it"),
+            (not any(("state", y) in jmap[a] for y in group for a in S if a not in reached), "another state reads it"),
             # worth it only where the ē are smaller than the group's own (dense) blocks
             (len(group) * sum(s.nbytes for s in sources) <= dense_bytes, "its own blocks are smaller"))
         failed = next((why for good, why in checks if not good), None)
         if failed is not None:
             rejected[pr.key] = (f"readout at {source_line(pr.eqn)} of {step.state_names[b]} into "
-                                f"{', '.join(step.state_names[y] for y in group)}: kept as dense blocks "
+                                f"{', '.join(step.state_names[y] for y in reached)}: kept as dense blocks "
                                 f"({dense_bytes} bytes per example), not as a filtered eligibility, because {failed}")
             continue
         for y in group:
@@ -286,6 +295,14 @@ def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[
                 by_key[(y, s.param)] = ReadoutFiltered(y, s.param, s.spec, s.shape, s.dtype,
                                                        via=InputKey(*pr.key), source=s)
                 filtered.append(by_key[(y, s.param)])
+        for c in chained:
+            c_shape = tuple(step.s_avals[c].shape)
+            for s in sources:
+                p_shape = tuple(step.p_avals[s.param].shape)
+                by_key[(c, s.param)] = Derived(c, s.param, (None,) * len(p_shape),
+                                               (len(structure.chains[c]),) + c_shape, s.dtype,
+                                               sources=structure.chains[c], full_shape=c_shape + p_shape)
+                filtered.append(by_key[(c, s.param)])
     return tuple(filtered), rejected
 
 
