@@ -77,6 +77,24 @@ def test_spike_of_this_steps_potential_is_recomputed_and_equals_bptt(method, twi
         assert b.sources == (0, 1) and b.shape == (2, N)       # D[z←v], D[z←a]: two (n,) arrays
 
 
+def test_a_source_read_by_another_source_is_held_fixed_in_the_coefficients():
+    """v's reset reads this step's threshold (from the new a): the coefficient D[z←a] is the
+    partial ∂z/∂a_t with v_t held fixed, not the total derivative through v_t."""
+    def model(p, s, x):
+        v, a, z = s
+        a = 0.95 * a + z
+        thr = 0.6 + 1.8 * a
+        v = p["alpha"] * v + p["w_in"] @ x - sg(z) * thr
+        z = sp.spike((v - thr) / thr)
+        return (v, a, z), p["w_out"] @ z
+    params = _params(13)
+    xs, targets = _data(14)
+    s0 = (jnp.zeros(N),) * 3
+    learner, *_ = assert_matches_bptt(model, mse, params, s0, xs, targets,
+                                      spikes=lambda ys, states: jnp.sum(states[2]))
+    assert [b for b in learner.plan(params, s0, xs[0]).blocks if b.derived]
+
+
 def test_a_differentiated_reset_keeps_the_chain_and_equals_bptt():
     params = _params(3)
     xs, targets = _data(4)

@@ -68,19 +68,27 @@ def jacobian_blocks(plan: Plan, p, s, xs):
     reads_at = {}
     for path, k, key in reads:
         reads_at.setdefault(path, []).append((k, key))
-    # a chain source's new tangent gets its probe added: in the probe's own row every other
-    # tangent is zero, so the chained leaf's tangent there is its coefficient D[z←b]
+    # in a chain row every source's new tangent is its probe alone (one of them 1, the others 0;
+    # what one source passes to another within the step is held fixed: D[z←b] is a partial), so
+    # the chained leaf's tangent there is its coefficient D[z←b]; other rows run as written
     probed = {entry.key for entry in plan.probes.entries}
     injected = {path: key for key, path in st.chain_paths.items() if key in probed}
+    chain_row = np.zeros(plan.probes.count, np.float32)
+    for entry in plan.probes.entries:
+        if entry.key.kind == "chain":
+            chain_row[entry.offset: entry.offset + entry.count] = 1
 
-    def run(tangents):
+    def run(tangents, in_chain_row=None):
         captured = {}
 
         def override(eqn, invals, path):
             for k, key in reads_at.get(path, ()):
                 captured[key] = invals[k]
             if path in injected:
-                return [bind(eqn, invals)[0] + tangents[injected[path]]]
+                out = bind(eqn, invals)[0]
+                if in_chain_row is not None:
+                    out = out * (1 - in_chain_row).astype(out.dtype)
+                return [out + tangents[injected[path]]]
             key = swapped.get(path)
             if key is None:
                 return bind(eqn, invals)
@@ -97,7 +105,7 @@ def jacobian_blocks(plan: Plan, p, s, xs):
         return outs[:n] + outs[2 * n:], outs[n: 2 * n], [captured[key] for key in captured_keys]
 
     if plan.probes.count:
-        new_s, tangents, us = jax.vmap(run, in_axes=(0,), out_axes=(None, 0, None))(batched)
+        new_s, tangents, us = jax.vmap(run, in_axes=(0, 0), out_axes=(None, 0, None))(batched, jnp.asarray(chain_row))
     else:   # every block comes from reverse rows
         new_s, _, us = run({})
     us = dict(zip(captured_keys, us))
