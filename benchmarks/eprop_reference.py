@@ -248,7 +248,10 @@ class _Layout:
         return jnp.expand_dims(jnp.einsum(f"{have}->{kept}", array), self.axes.index(missing))
 
     def neuron(self, values):
-        """A per-neuron (n,) array broadcast into the layout."""
+        """A per-neuron (n,) array (or one shared scalar) broadcast into the layout."""
+        values = jnp.asarray(values)
+        if values.ndim == 0:
+            return values
         return jnp.expand_dims(values, tuple(i for i, c in enumerate(self.axes) if c != "j"))
 
     def zeros(self, batch: int, n: int, pre: int, dtype):
