@@ -69,22 +69,10 @@ def lif_model(alpha):
     return model
 
 
-def alif_model(alpha, kappa):
-    """Recurrent ALIF with per-neuron leak `alpha` (n,), detached reset, and a leaky readout
-    with shared `kappa` kept in the state. State `(v, a, z, y)`; output y (k,)."""
-    def model(p, s, x):
-        v, a, z, y = s
-        a = RHO * a + z
-        v = alpha * v + p["w_in"] @ x + p["w_rec"] @ z - sg(z) * THR
-        z = SPIKE((v - THR - BETA * a) / THR)
-        y = kappa * y + p["w_out"] @ z + p["b_out"]
-        return (v, a, z, y), y
-    return model
-
-
-def alif_beta_model(alpha, beta, kappa):
-    """Recurrent ALIF with a shared leak `alpha` (a scalar), per-neuron adaptation strength
-    `beta` (n,), detached reset, and a leaky readout with shared `kappa`. State `(v, a, z, y)`."""
+def alif_model(alpha, kappa, beta=BETA):
+    """Recurrent ALIF with leak `alpha` (per neuron (n,) or one shared scalar), adaptation
+    strength `beta` (a scalar or per neuron), detached reset, and a leaky readout with shared
+    `kappa` kept in the state. State `(v, a, z, y)`; output y (k,)."""
     def model(p, s, x):
         v, a, z, y = s
         a = RHO * a + z
@@ -151,7 +139,7 @@ def make_problem(network: str, n: int, m: int, k: int, batch: int, steps: int, d
     elif network == "alif_beta":
         consts = {"alpha": jnp.asarray(0.9, dtype), "beta": jnp.linspace(0.5, 2.0, n, dtype=dtype),
                   "kappa": jnp.asarray(0.8, dtype)}
-        model = alif_beta_model(consts["alpha"], consts["beta"], consts["kappa"])
+        model = alif_model(consts["alpha"], consts["kappa"], consts["beta"])
         states0 = (zeros(n), zeros(n), zeros(n), zeros(k))
     else:
         # layer 2 is driven by layer 1's spikes (rate about `rate`) instead of a recurrent matrix
@@ -297,7 +285,7 @@ def hand_alif_fn(alpha, kappa, layout: str = "neuron_first", batch_sum: str = "d
 
 
 def hand_alif_beta_fn(alpha, beta, kappa, layout: str = "neuron_batch", batch_sum: str = "dot"):
-    """Hand-written e-prop for `alif_beta_model(alpha, beta, kappa)`: factorised ε^v, per-synapse ε^a, ē.
+    """Hand-written e-prop for `alif_model(alpha, kappa, beta)` with a shared α: factorised ε^v, per-synapse ε^a, ē.
 
     With one shared α, ε^v_t[j, i] = x̄_t[i] = α x̄_{t-1}[i] + pre_t[i] (one (B, pre) array per
     weight); ε^a_t = ρ ε^a_{t-1} + ψ_{t-1}[j] (x̄_{t-1}[i] − β_j ε^a_{t-1}) and

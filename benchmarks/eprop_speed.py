@@ -28,7 +28,6 @@ import json
 import os
 import platform
 import re
-import statistics
 import subprocess
 import sys
 import time
@@ -39,6 +38,7 @@ import jax.numpy as jnp
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import eprop_reference as ref  # noqa: E402
+from grid import time_round_robin  # noqa: E402
 
 SIZES = ((128, 128), (256, 128), (512, 128), (256, 700))      # (n, m)
 QUICK_SIZES = ((32, 16),)
@@ -64,20 +64,6 @@ def programs(network: str, problem: dict, variants=TIMED_VARIANTS) -> dict:
 
 def _args(problem):
     return problem["params"], problem["states0"], problem["xs"], problem["targets"]
-
-
-def time_round_robin(compiled: dict, args, steps: int, repeats: int) -> dict:
-    """One repetition: a warm-up call of each program, then `repeats` rounds in turn.
-    Returns name -> (median ms/step, min ms/step)."""
-    for c in compiled.values():
-        jax.block_until_ready(c(*args))
-    times = {name: [] for name in compiled}
-    for _ in range(repeats):
-        for name, c in compiled.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(c(*args))
-            times[name].append(time.perf_counter() - t0)
-    return {name: (statistics.median(ts) / steps * 1e3, min(ts) / steps * 1e3) for name, ts in times.items()}
 
 
 def max_rel(a, b) -> float:
