@@ -103,6 +103,7 @@ def test_a_differentiated_reset_keeps_the_chain_and_equals_bptt():
     assert _derived(learner, params, xs[0])[1]
 
 
+@pytest.mark.slow
 def test_batched_run_and_jit_equal_bptt():
     params = _params(5)
     xs, targets = _data(6)
@@ -145,6 +146,7 @@ def test_a_leaf_with_a_term_of_its_own_is_not_a_chain():
     assert not [b for b in learner.plan(params, s0, xs[0]).blocks if b.derived]
 
 
+@pytest.mark.slow
 def test_restart_across_a_derived_block():
     """Restarting a synapse's traces also restarts the recomputed block (it holds no entry)."""
     params = _params(11)

@@ -49,7 +49,7 @@ def _filtered(learner, params, x):
             if isinstance(b, ReadoutFiltered)}
 
 
-@pytest.mark.parametrize("method", ["exact", "eprop"])
+@pytest.mark.parametrize("method", [pytest.param("exact", marks=pytest.mark.slow), "eprop"])
 def test_a_second_leaky_integrator_after_the_readout_is_filtered_too(method):
     params = _params()
     xs, targets = _data()
@@ -62,6 +62,7 @@ def test_a_second_leaky_integrator_after_the_readout_is_filtered_too(method):
                                                                                                xs[0])
 
 
+@pytest.mark.slow
 def test_per_unit_coefficients_are_reported_with_their_cost_and_stay_exact():
     params = _params(2)
     xs, targets = _data(3)
@@ -97,6 +98,7 @@ def test_a_fixed_per_neuron_gain_before_the_readout_keeps_it_filtered():
     assert [b for b in plan.blocks if isinstance(b, ReadoutFiltered) and plan.param_names[b.param] == "params['w_rec']"]
 
 
+@pytest.mark.slow
 def test_a_trained_gain_is_no_fixed_matrix():
     params = dict(_params(6), gain=jnp.linspace(0.5, 1.5, N))
     xs, targets = _data(7)
@@ -119,7 +121,7 @@ def two_layers(detach=True):
     return model
 
 
-@pytest.mark.parametrize("detach", [True, False])
+@pytest.mark.parametrize("detach", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_a_second_layer_filters_the_first_layers_eligibility(detach):
     """M[v2, w_in] = W_hid · q with q ← α q + M[z1, w_in], one (n, m) array per example, not
     (n, n, m); with a differentiated reset, z2 feeds v2 back and the blocks stay dense."""
