@@ -94,7 +94,7 @@ def measure_point(network, n, m, k, batch, steps, repeats, reps, variants=TIMED_
     rows = []
     for rep in range(reps):
         timing = time_round_robin(compiled, args, steps, repeats)
-        for name, (med, best) in timing.items():
+        for name, (med, best, _) in timing.items():
             rows.append(dict(network=network, n=n, m=m, k=k, batch=batch, T=steps, rep=rep, repeats=repeats, program=name,
                              ms_per_step=round(med, 4), ms_per_step_min=round(best, 4),
                              eprop_vs_hand_relerr_f32=f"{err:.1e}", spike_rate=round(rate, 3)))
