@@ -397,16 +397,22 @@ class OnlineLearner:
         **Returns:**
 
         A dict; a "synaptic eligibility" array e[i, ..., l] has the state leaf's shape
-        followed by the parameter's presynaptic axes (see `explain()`).
+        followed by the parameter's presynaptic axes (see `explain()`). A block recomputed from
+        others (an intra-step chain: its coefficients are what the carry holds) is given as
+        its value, except behind a filtered readout, where it is the carried coefficients.
 
         **Raises:**
 
         `ValueError` when no program of this learner matches the carry.
         """
+        from .tracer.emit import expand
         check_carry(carry, Carry)
         prog = self._any_program(params, carry)
-        return {(prog.plan.state_names[b.state], prog.plan.param_names[b.param]): (b.kind, T)
-                for b, T in zip(prog.plan.blocks, carry.traces)}
+        blocks, traces = prog.plan.blocks, tuple(carry.traces)
+        batched = any(np.ndim(T) > len(b.shape) for b, T in zip(blocks, traces))
+        values = jax.vmap(lambda t: expand(prog.plan, t))(traces) if batched else expand(prog.plan, traces)
+        return {(prog.plan.state_names[b.state], prog.plan.param_names[b.param]): (b.kind, T if v is None else v)
+                for b, T, v in zip(blocks, traces, values)}
 
     def simulate(self, params, state0, xs, keep_states: bool = True) -> "Trajectory":
         """The model's forward pass over a sequence, without gradients or traces (for evaluation).

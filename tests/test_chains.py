@@ -172,3 +172,19 @@ def test_explain_names_the_recomputed_block_and_its_coefficients():
     block = next(b for b in report.blocks if b.state == "state[2]" and b.param == "params['w_rec']")
     assert block.kind.startswith("recomputed") and block.nbytes == 2 * N * 8
     assert "D[state[2]←state[0]] ⊙ e[state[0],params['w_rec']]" in block.rule
+
+
+def test_eligibility_gives_a_recomputed_block_its_value():
+    params = _params(15)
+    xs, targets = _data(16)
+    learner = sp.online_grad(alif, mse, method="eprop")
+    carry, _ = learner.run(params, learner.init(params, _state0(), xs[0]), xs[:5], targets[:5])
+    elig = learner.eligibility(params, carry)
+    kind, e_z = elig[("state[2]", "params['w_in']")]
+    assert kind.startswith("recomputed") and e_z.shape == (N, M)
+    # e_z = D[z←v] ⊙ e_v + D[z←a] ⊙ e_a with the coefficients the carry holds
+    plan = learner.plan(params, _state0(), xs[0])
+    coeff = carry.traces[plan.block_index[(2, plan.param_names.index("params['w_in']"))]]
+    e_v, e_a = elig[("state[0]", "params['w_in']")][1], elig[("state[1]", "params['w_in']")][1]
+    assert jnp.allclose(e_z, coeff[0][:, None] * e_v + coeff[1][:, None] * e_a, rtol=1e-12, atol=0)
+    assert float(jnp.max(jnp.abs(e_z))) > 0
