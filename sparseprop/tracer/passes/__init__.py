@@ -5,7 +5,8 @@
 2. `mixing.py`     operations mixing neurons, classified on the state graph → `MixingGraph`
 3. `cuts.py`       the method's cuts (stop_gradient on mixing operands) → `Cuts`
 4. `jvp.py`        the JVP program of the cut step, readout candidates → `Jvp`
-5. `structure.py`  the structural analysis of the JVP → `Structure`
+5. `structure.py`  the structural analysis of the JVP → `Structure` (with `chains.py`: new
+   state leaves that are per-neuron functions of other new leaves)
 6. `blocks.py`     trace blocks and their storage kinds; `signal.py` the learning-signal form and
    pruning; `probes.py` how each Jacobian block is measured → `Plan`
 
