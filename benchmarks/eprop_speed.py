@@ -38,7 +38,7 @@ import jax.numpy as jnp
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import eprop_reference as ref  # noqa: E402
-from grid import time_round_robin  # noqa: E402
+from sparseprop.bench.timing import time_compiled  # noqa: E402
 
 SIZES = ((128, 128), (256, 128), (512, 128), (256, 700))      # (n, m)
 QUICK_SIZES = ((32, 16),)
@@ -93,12 +93,13 @@ def measure_point(network, n, m, k, batch, steps, repeats, reps, variants=TIMED_
     rate = spike_rate(problem)
     rows = []
     for rep in range(reps):
-        timing = time_round_robin(compiled, args, steps, repeats)
-        for name, (med, best, _) in timing.items():
+        timing = time_compiled(compiled, args, steps, repeats)
+        for name, t in timing.items():
+            med, best = t["ms_per_step"], t["ms_per_step_min"]
             rows.append(dict(network=network, n=n, m=m, k=k, batch=batch, T=steps, rep=rep, repeats=repeats, program=name,
                              ms_per_step=round(med, 4), ms_per_step_min=round(best, 4),
                              eprop_vs_hand_relerr_f32=f"{err:.1e}", spike_rate=round(rate, 3)))
-        print(f"  {network} n={n} m={m} rep {rep}: " + "  ".join(f"{k_}={v[0]:.3f}" for k_, v in timing.items()),
+        print(f"  {network} n={n} m={m} rep {rep}: " + "  ".join(f"{k_}={v['ms_per_step']:.3f}" for k_, v in timing.items()),
               flush=True)
     return rows
 
@@ -153,13 +154,13 @@ def measure_shd(n, batch, steps, repeats, reps, rss=True, variant="nb", run=True
         compiled[name] = jax.jit(f).lower(*args).compile()
         ma = compiled[name].memory_analysis()
         memory[name] = dict(temp_mb=ma.temp_size_in_bytes / 2 ** 20, compile_s=time.perf_counter() - t0)
-    timings = [time_round_robin(compiled, args, steps, repeats) for _ in range(reps)] if run else []
+    timings = [time_compiled(compiled, args, steps, repeats) for _ in range(reps)] if run else []
     rows = []
     for name in fns:
         peak = _rss_child(dict(n=n, batch=batch, T=steps, program=name, variant=variant)) if rss and run \
             else {"peak_rss_mb": None}
         rows.append(dict(network="alif", n=n, m=700, k=20, batch=batch, T=steps, program=name,
-                         **{f"ms_per_step_rep{i}": round(t[name][0], 3) for i, t in enumerate(timings)},
+                         **{f"ms_per_step_rep{i}": round(t[name]["ms_per_step"], 3) for i, t in enumerate(timings)},
                          temp_mb=round(memory[name]["temp_mb"], 1), peak_rss_mb=peak["peak_rss_mb"] and
                          round(peak["peak_rss_mb"], 1), compile_s=round(memory[name]["compile_s"], 1)))
         print(f"  SHD {rows[-1]}", flush=True)

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 import warnings
@@ -45,6 +44,7 @@ import eprop_reference as ref  # noqa: E402
 
 import sparseprop as sp  # noqa: E402
 from sparseprop.bench import machine_label, write_csv  # noqa: E402
+from sparseprop.bench.timing import time_compiled  # noqa: E402
 from sparseprop.bench.hlo import hlo_loop_bytes, loop_body_bytes, streaming_bandwidth  # noqa: E402
 
 SIZES = tuple((n, m) for m in (128, 700) for n in (128, 256, 512, 1024))
@@ -108,29 +108,6 @@ def programs(network: str, problem: dict, exact: bool) -> dict:
     return fns
 
 
-def time_round_robin(compiled: dict, args, steps: int, repeats: int) -> dict:
-    """Time compiled programs side by side: a warm-up call each, then `repeats` rounds.
-
-    **Arguments:**
-
-    - `compiled`: name -> compiled program; `args`: its arguments; `steps`: T.
-    - `repeats`: timed rounds.
-
-    **Returns:**
-
-    name -> (median ms/step, fastest ms/step, the warm-up call's result).
-    """
-    results = {name: jax.block_until_ready(c(*args)) for name, c in compiled.items()}
-    times = {name: [] for name in compiled}
-    for _ in range(repeats):
-        for name, c in compiled.items():
-            t0 = time.perf_counter()
-            jax.block_until_ready(c(*args))
-            times[name].append(time.perf_counter() - t0)
-    return {name: (statistics.median(ts) / steps * 1e3, min(ts) / steps * 1e3, results[name])
-            for name, ts in times.items()}
-
-
 def max_rel(a, b) -> float:
     """max over leaves of max|a − b| / max|b|."""
     return max(float(jnp.max(jnp.abs(x - y)) / jnp.max(jnp.abs(y)))
@@ -170,13 +147,13 @@ def measure_point(network: str, n: int, m: int, cfg: dict, bandwidth: float) -> 
                             floor_ms=moved / bandwidth * 1e3)
     # exact (dense traces, up to a GiB) is timed on its own: in the round robin its large
     # buffers made the program timed after it pay page faults (BPTT 30x slower at lif 128/128)
-    timing = time_round_robin({k: c for k, c in compiled.items() if k != "exact"}, args, steps, cfg["repeats"])
+    timing = time_compiled({k: c for k, c in compiled.items() if k != "exact"}, args, steps, cfg["repeats"])
     if "exact" in compiled:
-        timing.update(time_round_robin({"exact": compiled["exact"]}, args, steps, cfg["repeats"]))
-    eprop_grads = timing["eprop"][2][1]
+        timing.update(time_compiled({"exact": compiled["exact"]}, args, steps, cfg["repeats"]))
+    eprop_grads = timing["eprop"]["result"][1]
     rows = []
     for name in compiled:
-        med, best, result = timing[name]
+        med, best, result = (timing[name][key] for key in ("ms_per_step", "ms_per_step_min", "result"))
         rows.append(dict(base, program=name, ms_per_step=round(med, 4), ms_per_step_min=round(best, 4),
                          **{key: value for key, value in static[name].items() if key != "floor_ms"},
                          floor_ms=round(static[name]["floor_ms"], 4),

@@ -31,11 +31,23 @@ def time_per_step(fns: Dict[str, Callable], args: Sequence, steps: int, repeats:
 
     name -> `{"ms_per_step", "ms_per_step_min", "result"}` (`result`: the function's output).
     """
-    compiled, results = {}, {}
-    for name, f in fns.items():
-        compiled[name] = jax.jit(f).lower(*args).compile()
-        results[name] = jax.block_until_ready(compiled[name](*args))   # warm-up
-    times = {name: [] for name in fns}
+    return time_compiled({name: jax.jit(f).lower(*args).compile() for name, f in fns.items()}, args, steps, repeats)
+
+
+def time_compiled(compiled: Dict[str, Callable], args: Sequence, steps: int, repeats: int = 5) -> Dict[str, dict]:
+    """`time_per_step` for programs already compiled (`jax.jit(f).lower(*args).compile()`).
+
+    **Arguments:**
+
+    - `compiled`: name -> compiled program of `args`; `args`, `steps`, `repeats`: as for
+      `time_per_step`.
+
+    **Returns:**
+
+    As `time_per_step`.
+    """
+    results = {name: jax.block_until_ready(c(*args)) for name, c in compiled.items()}   # warm-up
+    times = {name: [] for name in compiled}
     for _ in range(repeats):
         for name, c in compiled.items():
             t0 = time.perf_counter()

@@ -228,30 +228,25 @@ class Derived(PerEntry):
     def update(self, plan, values: StepValues, T):
         return jnp.stack([values.J[(self.state, InputKey("chain", b))].array for b in self.sources]).astype(self.dtype)
 
+    def _source_blocks(self, plan):
+        """`(k, block index of (b, p))` for the k-th source b that depends on this parameter."""
+        return [(k, plan.block_index[(b, self.param)]) for k, b in enumerate(self.sources)
+                if (b, self.param) in plan.block_index]
+
     def expand(self, plan, blocks: List, T):
-        if not all(plan.blocks[bi].expandable for bi in self._source_blocks(plan)):
+        sources = self._source_blocks(plan)
+        if not all(plan.blocks[bi].expandable for _, bi in sources):
             return None     # a filtered source: read by no state, met by the signal only (passes/blocks.py)
         total = None
-        for k, b in enumerate(self.sources):
-            bi = plan.block_index.get((b, self.param))
-            if bi is None:       # b does not depend on this parameter
-                continue
+        for k, bi in sources:
             source = jac.respec(plan.blocks[bi].full(plan, blocks[bi]), self.spec).array
             term = _per_neuron(T[k], source.ndim) * source
             total = term if total is None else total + term
         return total.astype(self.dtype)
 
-    def _source_blocks(self, plan):
-        return [plan.block_index[(b, self.param)] for b in self.sources if (b, self.param) in plan.block_index]
-
     def signals_to_sources(self, plan, signal, T, batched: bool):
         """`[(block index of (b, p), λ_z ⊙ D[z←b])]`: where the signal of this block goes."""
-        out = []
-        for k, b in enumerate(self.sources):
-            bi = plan.block_index.get((b, self.param))
-            if bi is not None:
-                out.append((bi, signal * (T[:, k] if batched else T[k])))
-        return out
+        return [(bi, signal * (T[:, k] if batched else T[k])) for k, bi in self._source_blocks(plan)]
 
     def contract(self, plan, signal, T, context, batched: bool):
         raise AssertionError("a derived block's signal is met by its sources' (emit.contract)")
@@ -262,8 +257,8 @@ class Derived(PerEntry):
     def rule(self, plan) -> str:
         sn, pn = plan.state_names, plan.param_names
         z, p = sn[self.state], pn[self.param]
-        terms = " + ".join(f"D[{z}←{sn[b]}] ⊙ e[{sn[b]},{p}]" for b in self.sources
-                           if (b, self.param) in plan.block_index)
+        terms = " + ".join(f"D[{z}←{sn[self.sources[k]]}] ⊙ e[{sn[self.sources[k]]},{p}]"
+                           for k, _ in self._source_blocks(plan))
         return (f"e[{z},{p}] = {terms}  (D: ∂{z}/∂{', '.join(sn[b] for b in self.sources)} of the same step, "
                 f"carried; the block of shape {self.full_shape} is recomputed where it is read)")
 
