@@ -24,12 +24,16 @@ Writes `grid.csv`, `grid_ratios.csv`, `grid.png` and `grid.md` to `--out` (defau
 `--check` compares every hand-written program with sparseprop in float64 (and `lif2` with
 BPTT); `--selftest` checks the HLO byte counter on loops whose bytes are known.
 
+`--xla sparseprop` compiles every program (generated, hand-written, BPTT) with
+`sparseprop.compiler_options()` instead of XLA's defaults; rows record which.
+
 Usage: python benchmarks/grid.py [--quick] [--networks lif alif] [--sizes 128,128 512,700]
-       [--steps 20] [--repeats 5] [--append] [--render] [--check] [--selftest]
+       [--steps 20] [--repeats 5] [--xla default|sparseprop] [--append] [--render] [--check] [--selftest]
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import sys
 import time
@@ -132,11 +136,11 @@ def measure_point(network: str, n: int, m: int, cfg: dict, bandwidth: float) -> 
     args = _args(problem)
     unit = batch * n * (n + m) * 4
     skip = exact_skip_reason(problem, cfg["exact_max_bytes"])
-    base = dict(network=network, n=n, m=m, k=k, batch=batch, T=steps, U_MiB=round(unit / 2 ** 20, 3))
+    base = dict(network=network, n=n, m=m, xla=cfg["xla"], k=k, batch=batch, T=steps, U_MiB=round(unit / 2 ** 20, 3))
     compiled, static = {}, {}
     for name, fn in programs(network, problem, exact=skip is None).items():
         t0 = time.perf_counter()
-        compiled[name] = jax.jit(fn).lower(*args).compile()
+        compiled[name] = jax.jit(fn).lower(*args).compile(compiler_options=cfg["compiler_options"])
         hlo = hlo_loop_bytes(compiled[name].as_text(), unit, every_loop=True)
         moved = hlo["read_bytes"] + hlo["written_bytes"]
         static[name] = dict(compile_s=round(time.perf_counter() - t0, 2),
@@ -180,12 +184,12 @@ def ratios(rows: list) -> list:
     points = {}
     for r in rows:
         if "ms_per_step" in r and r["ms_per_step"] not in (None, ""):
-            points.setdefault((r["network"], r["n"], r["m"]), {})[r["program"]] = r
+            points.setdefault((r["network"], r["n"], r["m"], r.get("xla") or "default"), {})[r["program"]] = r
     out = []
-    for (network, n, m), p in points.items():
+    for (network, n, m, xla), p in points.items():
         hand = min((name for name in p if name.startswith("hand")), key=lambda name: p[name]["ms_per_step"])
         exact = p.get("exact")
-        out.append(dict(network=network, n=n, m=m, hand_layout=hand,
+        out.append(dict(network=network, n=n, m=m, xla=xla, hand_layout=hand,
                         eprop_over_hand=round(p["eprop"]["ms_per_step"] / p[hand]["ms_per_step"], 3),
                         eprop_over_bptt=round(p["eprop"]["ms_per_step"] / p["bptt"]["ms_per_step"], 3),
                         exact_over_bptt=round(exact["ms_per_step"] / p["bptt"]["ms_per_step"], 3) if exact else "",
@@ -219,14 +223,16 @@ def plot(ratio_rows: list, path: str, title: str) -> None:
     fig, axes = plt.subplots(1, len(networks), figsize=(4.2 * len(networks), 3.8), squeeze=False)
     for ax, network in zip(axes[0], networks):
         twin = ax.twinx()
-        for m, marker in zip(sorted({r["m"] for r in ratio_rows}), "os^"):
-            rows = sorted((r for r in ratio_rows if r["network"] == network and r["m"] == m), key=lambda r: r["n"])
+        for (m, marker), (xla, style) in itertools.product(zip(sorted({r["m"] for r in ratio_rows}), "os^"),
+                                                          (("default", "-"), ("sparseprop", "--"))):
+            rows = sorted((r for r in ratio_rows if r["network"] == network and r["m"] == m and r["xla"] == xla),
+                          key=lambda r: r["n"])
             if not rows:
                 continue
-            ns = [r["n"] for r in rows]
-            ax.plot(ns, [r["eprop_over_hand"] for r in rows], "C0" + marker + "-", label=f"eprop / hand, m={m}")
-            twin.plot(ns, [r["passes_eprop"] for r in rows], "C1" + marker + ":", label=f"passes eprop, m={m}")
-            twin.plot(ns, [r["passes_hand"] for r in rows], "C2" + marker + ":", label=f"passes hand, m={m}")
+            ns, tag = [r["n"] for r in rows], f"m={m}, xla {xla}"
+            ax.plot(ns, [r["eprop_over_hand"] for r in rows], "C0" + marker + style, label=f"eprop / hand, {tag}")
+            twin.plot(ns, [r["passes_eprop"] for r in rows], "C1" + marker + style, lw=0.8, label=f"passes eprop, {tag}")
+            twin.plot(ns, [r["passes_hand"] for r in rows], "C2" + marker + style, lw=0.8, label=f"passes hand, {tag}")
         ax.axhline(1.0, color="k", lw=0.6)
         ax.set_xscale("log", base=2)
         ax.set_xlabel("n (hidden neurons)")
@@ -264,23 +270,26 @@ def markdown(rows: list, ratio_rows: list, cfg: dict, command: str) -> str:
              "body reads and writes per step (optimised HLO, BPTT: forward + backward bodies) / U; "
              "*floor* = those bytes / bandwidth; *× floor* = measured ms/step / floor. "
              "*hand* is the fastest hand-written layout of the point.", "",
-             "| network | n | m | eprop/hand | eprop/bptt | exact/bptt | passes U: eprop | hand | bptt "
+             "*xla*: every program compiled with XLA's default options or with "
+             "`sparseprop.compiler_options()` (region-analysis copy insertion on CPU).", "",
+             "| network | n | m | xla | eprop/hand | eprop/bptt | exact/bptt | passes U: eprop | hand | bptt "
              "| × floor: eprop | hand | bptt | hand layout |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in ratio_rows:
         exact = format(r["exact_over_bptt"], ".3g") if r["exact_over_bptt"] else "—"
-        lines.append(f"| {r['network']} | {r['n']} | {r['m']} | {r['eprop_over_hand']:.2f} | "
+        lines.append(f"| {r['network']} | {r['n']} | {r['m']} | {r['xla']} | {r['eprop_over_hand']:.2f} | "
                      f"{r['eprop_over_bptt']:.2f} | {exact} | {r['passes_eprop']} | "
                      f"{r['passes_hand']} | {r['passes_bptt']} | {r['x_floor_eprop']} | {r['x_floor_hand']} | "
                      f"{r['x_floor_bptt']} | {r['hand_layout']} |")
-    lines += ["", "| network | n | m | program | ms/step | floor ms/step | × floor | MB/step | passes U "
+    lines += ["", "| network | n | m | xla | program | ms/step | floor ms/step | × floor | MB/step | passes U "
               "| U-sized read / written | copies | temp MiB | f32 rel. err vs eprop | skipped |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        head = f"| {r['network']} | {r['n']} | {r['m']} | {r.get('xla') or 'default'} | {r['program']} |"
         if r.get("skip"):
-            lines.append(f"| {r['network']} | {r['n']} | {r['m']} | {r['program']} | | | | | | | | | | {r['skip']} |")
+            lines.append(f"{head} | | | | | | | | | {r['skip']} |")
             continue
-        lines.append(f"| {r['network']} | {r['n']} | {r['m']} | {r['program']} | {r['ms_per_step']} | "
+        lines.append(f"{head} {r['ms_per_step']} | "
                      f"{r['floor_ms']} | {r['x_floor']} | {r['MB_per_step']} | {r['passes_U']} | "
                      f"{r['unit_buffers_read']} / {r['unit_buffers_written']} | {r['copies']} | {r['temp_MiB']} | "
                      f"{r['relerr_vs_eprop_f32']} | |")
@@ -423,6 +432,8 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="output folder (default benchmarks/results; --quick out/bench-quick)")
     ap.add_argument("--append", action="store_true", help="keep the rows of other points already in grid.csv")
     ap.add_argument("--render", action="store_true", help="only re-render ratios, figure and table from grid.csv")
+    ap.add_argument("--xla", choices=("default", "sparseprop"), default="default",
+                    help="compile every program with XLA's default options or with sparseprop.compiler_options()")
     ap.add_argument("--check", action="store_true", help="float64 checks of the hand-written programs, then exit")
     ap.add_argument("--selftest", action="store_true", help="check the HLO byte counter, then exit")
     a = ap.parse_args(argv)
@@ -435,13 +446,15 @@ def main(argv=None):
     bandwidth = 0.0 if a.render else streaming_bandwidth(20e6 if quick else 200e6)
     cfg = dict(k=10, batch=a.batch or (4 if quick else 16), steps=a.steps or (5 if quick else 20),
                repeats=a.repeats or (2 if quick else 5), exact_max_bytes=a.exact_max_gib * 2 ** 30,
-               machine=machine_label(), bandwidth=bandwidth)
+               machine=machine_label(), bandwidth=bandwidth, xla=a.xla,
+               compiler_options=sp.compiler_options() if a.xla == "sparseprop" else {})
     points = [] if a.render else [(w, n, m) for w in a.networks
                                   for n, m in (a.sizes or (QUICK_SIZES if quick else SIZES))]
     rows = []
     if a.append or a.render:
         from eprop_speed import read_csv
-        rows = [r for r in read_csv(os.path.join(out, "grid.csv")) if (r["network"], r["n"], r["m"]) not in points]
+        rows = [r for r in read_csv(os.path.join(out, "grid.csv"))
+                if ((r["network"], r["n"], r["m"]) not in points or (r.get("xla") or "default") != a.xla)]
     rows += measure_points(points, cfg)
     ratio_rows = ratios(rows)
     write_csv(rows, os.path.join(out, "grid.csv"))

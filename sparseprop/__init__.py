@@ -1,5 +1,6 @@
 """sparseprop: exact online gradients for neuron models written as plain JAX step functions."""
 from . import adali, data, event_lif, layers, losses, metrics, neurons, spike_time, surrogates
+from .compiling import compiler_options, jit
 from .feedback import feedback_matmul
 from .api import Carry, OnlineLearner, RunTotal, StepOutput, Traces, Trajectory, bptt_grad, online_grad, simulate
 from .surrogates import spike
@@ -7,8 +8,8 @@ from .tracer.errors import TracerError
 from .tracer.methods import METHODS, Method
 
 __all__ = ["online_grad", "bptt_grad", "simulate", "spike", "OnlineLearner", "Carry", "StepOutput", "RunTotal",
-           "Trajectory", "Traces", "TracerError", "feedback_matmul", "Method", "METHODS", "neurons", "layers",
-           "losses", "metrics", "surrogates", "adali", "spike_time", "event_lif", "data"]
+           "Trajectory", "Traces", "TracerError", "feedback_matmul", "jit", "compiler_options", "Method", "METHODS",
+           "neurons", "layers", "losses", "metrics", "surrogates", "adali", "spike_time", "event_lif", "data"]
 __version__ = "0.1.0"
 
 
