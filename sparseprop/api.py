@@ -405,12 +405,14 @@ class OnlineLearner:
 
         `ValueError` when no program of this learner matches the carry.
         """
-        from .tracer.emit import expand
+        from .tracer.emit import edge_posts, expand
         check_carry(carry, Carry)
         prog = self._any_program(params, carry)
         blocks, traces = prog.plan.blocks, tuple(carry.traces)
         batched = any(np.ndim(T) > len(b.shape) for b, T in zip(blocks, traces))
-        values = jax.vmap(lambda t: expand(prog.plan, t))(traces) if batched else expand(prog.plan, traces)
+        states = jax.tree_util.tree_leaves(carry.state)
+        us = edge_posts(prog.plan, jax.tree_util.tree_leaves(params), [v[0] for v in states] if batched else states)
+        values = jax.vmap(lambda t: expand(prog.plan, t, us))(traces) if batched else expand(prog.plan, traces, us)
         return {(prog.plan.state_names[b.state], prog.plan.param_names[b.param]): (b.kind, T if v is None else v)
                 for b, T, v in zip(blocks, traces, values)}
 

@@ -7,6 +7,7 @@ import pytest
 from jax.experimental import sparse
 
 import sparseprop as sp
+from sparseprop.tracer.storage import DerivedPerEdge
 from reference import assert_matches_bptt, max_relative_error, mse
 
 N, M, O = 12, 9, 3
@@ -135,8 +136,10 @@ def test_masked_dense_weight_is_per_edge_with_a_dense_gradient():
     xs, ts = _inputs()
     learner, total, _, _ = assert_matches_bptt(model, mse, params, state, xs, ts, spikes=_spikes)
     assert float(jnp.max(jnp.abs(total.grads["w"] * (1 - mask)))) == 0.0
-    w_blocks = [b for b in learner.plan(params, state, xs[0]).blocks if b.param == 1]
-    assert w_blocks and all(b.kind.startswith("per-edge") and b.shape == (int(mask.sum()),) for b in w_blocks)
+    # v's block per edge; the spike's recomputed from it (per-neuron coefficients), not carried
+    v_block, z_block = sorted((b for b in learner.plan(params, state, xs[0]).blocks if b.param == 1), key=lambda b: b.state)
+    assert (type(v_block).__name__, v_block.shape) == ("PerEdge", (int(mask.sum()),))
+    assert (type(z_block).__name__, z_block.full_shape, z_block.shape) == ("DerivedPerEdge", v_block.shape, (1, N))
 
 
 def test_duplicate_edges_are_summed_and_exact():
@@ -224,9 +227,11 @@ def test_gradients_stay_equal_to_bptt_across_a_rewiring_step(method):
     assert float(jnp.sum(zs)) > 0
     assert max_relative_error(online, grads) <= 1e-9
     if method == "eprop":
-        kinds = {b.kind for b in learner.explain(params, state0, xs[0], print_report=False).blocks
+        kinds = {b.state: b.kind for b in learner.explain(params, state0, xs[0], print_report=False).blocks
                  if b.param == "params['w_rec']" and b.state != "state['y']"}
-        assert kinds == {"per-edge eligibility (one entry per existing synapse)"}
+        assert kinds == {"state['v']": "per-edge eligibility (one entry per existing synapse)",
+                         "state['a']": "per-edge eligibility (one entry per existing synapse)",
+                         "state['z']": DerivedPerEdge.kind}     # the spike's: recomputed from v's and a's
 
 
 def test_reset_traces_refuses_bad_input():
@@ -304,15 +309,17 @@ def test_sparse_eprop_equals_hand_written_bellec():
     # the tests' mse is Σ_k (y − y*)²; the hand-written program uses E = ½ Σ_k (y − y*)²
     for name in ("w_in", "w_rec"):
         assert max_relative_error(total.grads[name], 2 * reference[name]) <= 1e-9
-    # one eligibility per synapse for the hidden neurons; with a per-unit κ, one ē per readout
-    # unit and synapse, as in the paper's program, and explain() says why
+    # ε^v and ε^a per synapse, the spike's e = ψ (ε^v − β ε^a) recomputed from its two per-neuron
+    # coefficients (not carried), and with a per-unit κ one ē per readout unit and synapse: the
+    # paper's program's arrays; explain() says why the readout is not filtered
     report = learner.explain(params, state0, xs[0], print_report=False)
     assert any(note.startswith("readout at") and "not one number for every unit" in note for note in report.notes)
     for b in report.blocks:
         nnz = {"params['w_in']": POST_IN.size, "params['w_rec']": POST_REC.size}.get(b.param)
         if nnz is not None:
-            assert (b.kind, b.shape) == (("dense", (O, nnz)) if b.state == "state[3]" else
-                                         ("per-edge eligibility (one entry per existing synapse)", (nnz,)))
+            expected = {"state[3]": ("dense", (O, nnz)), "state[2]": (DerivedPerEdge.kind, (2, N))}.get(
+                b.state, ("per-edge eligibility (one entry per existing synapse)", (nnz,)))
+            assert (b.kind, b.shape) == expected, b
 
 
 @pytest.mark.parametrize("method", ["exact", "eprop"])
@@ -388,3 +395,36 @@ def test_snap1_recurrent_edge_list():
     _, total = learner.run(_params(), learner.init(_params(), _state(), xs[0]), xs, ts)
     oracle = dense_rtrl(sparse_alif(), mse, _params(), _state(), xs, ts, one_step_pattern)
     assert max_relative_error(total.grads["w_rec"], oracle["w_rec"]) <= 1e-9
+
+
+def test_a_spikes_per_edge_trace_is_recomputed_and_its_value_is_the_jacobian():
+    """A feed-forward sparse ALIF layer: the spike z = H(v − 1 − β a) of this step's v and a has
+    its per-edge block recomputed as D[z←v][post[s]] e[v][s] + D[z←a][post[s]] e[a][s] (two
+    per-edge arrays per weight carried, not three), and that value is ∂z_T[post[s]] / ∂w[s] of
+    the unrolled steps."""
+    def model(p, s, x):
+        a = 0.9 * s["a"] + s["z"]
+        v = p["alpha"] * s["v"] + jax.ops.segment_sum(p["w"] * x[PRE_IN], POST_IN, num_segments=N) - sg(s["z"])
+        z = sp.spike(v - 1.0 - p["beta"] * a)
+        return {"v": v, "a": a, "z": z}, p["w_out"] @ z
+    params = {"alpha": jnp.linspace(0.8, 0.95, N), "beta": jnp.linspace(0.1, 0.4, N),
+              "w": 2.0 * jax.random.normal(jax.random.PRNGKey(5), (POST_IN.size,)),
+              "w_out": jax.random.normal(jax.random.PRNGKey(6), (O, N))}
+    state = {"v": jnp.zeros(N), "a": jnp.zeros(N), "z": jnp.zeros(N)}
+    xs, ts = _inputs(T=12)
+    learner, _, _, _ = assert_matches_bptt(model, mse, params, state, xs, ts, spikes=_spikes)
+    plan = learner.plan(params, state, xs[0])
+    w = plan.param_names.index("params['w']")
+    carried = sorted((type(b).__name__, b.shape) for b in plan.blocks if b.param == w)
+    assert carried == [("DerivedPerEdge", (2, N))] + [("PerEdge", (POST_IN.size,))] * 2, carried
+
+    carry, _ = learner.run(params, learner.init(params, state, xs[0]), xs, ts)
+    kind, value = learner.eligibility(params, carry)[("state['z']", "params['w']")]
+
+    def z_last(wv):
+        final = jax.lax.scan(lambda s, x: (model({**params, "w": wv}, s, x)[0], None), state, xs)[0]
+        return final["z"]
+    expected = jax.jacfwd(z_last)(params["w"])[POST_IN, jnp.arange(POST_IN.size)]     # (N, nnz) at post[s], s
+    assert kind == DerivedPerEdge.kind
+    assert float(jnp.max(jnp.abs(expected))) > 0       # the surrogate is active somewhere
+    assert max_relative_error(value, expected) <= 1e-12

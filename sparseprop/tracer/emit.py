@@ -166,19 +166,20 @@ def _reverse_rows(plan: Plan, run, batched):
 
 def update_traces(plan: Plan, J, us, traces):
     """M_t = ∂f/∂s · M_{t-1} + ∂f/∂θ, block by block, each in its storage kind."""
-    values = StepValues(J, us, expand(plan, traces), [])
+    values = StepValues(J, us, expand(plan, traces, us), [])
     carried = []
     for blk, T in zip(plan.blocks, traces):
         carried.append(blk.update(plan, values, T))
-        values.new.append(blk.expand(plan, values.new, carried[-1]))
+        values.new.append(blk.expand(plan, values.new, carried[-1], us))
     return tuple(carried)
 
 
-def expand(plan: Plan, traces):
-    """Every block's value from what it carries (a `Derived` block carries coefficients)."""
+def expand(plan: Plan, traces, us):
+    """Every block's value from what it carries (a recomputed block carries coefficients);
+    `us` holds each sparse synapse's post indices under `(edge key, "post")` (`edge_posts`)."""
     values = []
     for blk, T in zip(plan.blocks, traces):
-        values.append(blk.expand(plan, values, T))
+        values.append(blk.expand(plan, values, T, us))
     return tuple(values)
 
 
@@ -208,11 +209,16 @@ def signal_context(plan: Plan, p, s) -> Dict[Hashable, object]:
     """What the learning signal needs besides the traces: each readout projection's matrix W and
     each sparse synapse's post indices, computed from parameters and state alone."""
     context = projection_weights(plan, p) if any(isinstance(b, ReadoutFiltered) for b in plan.blocks) else {}
-    for blk in plan.blocks:
-        if isinstance(blk, PerEdge):
-            e = plan.structure.edges[blk.edge]
-            context[e.key] = post_indices(e, plan.jvp.closed, len(plan.step.p_avals), len(plan.step.s_avals), p, s)
+    context.update({key: post for (key, _), post in edge_posts(plan, p, s).items()})
     return context
+
+
+def edge_posts(plan: Plan, p, s) -> Dict[Hashable, object]:
+    """`{(edge key, "post"): post indices}` of every sparse synapse with a per-edge block, computed
+    from parameters and state alone (one example's state)."""
+    edges = sorted({blk.edge for blk in plan.blocks if isinstance(blk, PerEdge)})
+    return {(e.key, "post"): post_indices(e, plan.jvp.closed, len(plan.step.p_avals), len(plan.step.s_avals), p, s)
+            for e in (plan.structure.edges[i] for i in edges)}
 
 
 def contract(plan: Plan, signals, traces, p, s, batched: bool = False):

@@ -139,6 +139,7 @@ class Structure:
     edges: Tuple = ()                             # sparse synapses, by key index
     chains: Dict[int, Tuple[int, ...]] = field(default_factory=dict)   # leaf -> the new leaves it is a function of
     chain_paths: Dict[InputKey, Tuple[int, ...]] = field(default_factory=dict)   # ("chain", b) -> b's tangent equation
+    chain_direct: Dict[int, FrozenSet[int]] = field(default_factory=dict)   # chained leaf -> parameters it reads directly
 
     def edge(self, key):
         return self.edges[key[1]]

@@ -15,7 +15,8 @@ structure; `emit.py` only calls these methods.
   of the state it reads (Bellec et al. 2020's κ-filtered eligibility).
 - `PerEdge`: a sparse synapse's block, one entry per synapse that exists (sparse.py).
 - `Derived`: a block recomputed from other blocks and per-neuron coefficients (an intra-step
-  chain: a spike of this step's potential), so it is not carried.
+  chain: a spike of this step's potential), so it is not carried; `DerivedPerEdge` the same
+  for blocks stored per edge.
 """
 from __future__ import annotations
 
@@ -70,9 +71,11 @@ class Storage:
     def zeros(self):
         return jnp.zeros(self.shape, self.dtype)
 
-    def expand(self, plan, blocks: List, T):
+    def expand(self, plan, blocks: List, T, us: Dict):
         """The block's value from what it carries (`T`); `blocks` holds the values of the blocks
-        before it in the plan. Only a `Derived` block carries something else than its value."""
+        before it in the plan, `us` the step's captured operands (a sparse synapse's post
+        indices under `(edge key, "post")`). Only a recomputed block (`Derived`,
+        `DerivedPerEdge`) carries something else than its value."""
         return T
 
     # -- shared pieces of the update
@@ -212,26 +215,15 @@ class Dense(PerEntry):
     kind = "dense"
 
 
-@dataclass(frozen=True)
-class Derived(PerEntry):
-    """M[z, p] = Σ_b D[z←b] ⊙ M[b, p] where z's new value is a per-neuron function of the new
-    state leaves b (an intra-step chain, passes/chains.py). Carried: the coefficients
-    D[z←b]_t = ∂z_t/∂b_t, one array of z's shape per source (`shape` is theirs); the block itself
-    (`full_shape`) is recomputed where it is read, and the learning signal λ_z meets it as
-    λ_z ⊙ D[z←b] added to b's signal.
-    """
-    sources: Tuple[int, ...] = ()      # the state leaves b
-    full_shape: Tuple[int, ...] = ()
-
-    kind = "recomputed from the traces of the states it is a function of (per-neuron coefficients carried)"
+class _Recomputed:
+    """What a block recomputed from its sources' blocks shares (an intra-step chain,
+    passes/chains.py): it carries the coefficients D[z←b]_t = ∂z_t/∂b_t, one array of z's
+    shape per source b (`shape` is theirs), its value Σ_b D[z←b] ⊙ M[b, p] is formed where it
+    is read (`expand`), and the learning signal λ_z meets it as λ_z ⊙ D[z←b] added to b's."""
     derived = True
 
     def layout(self) -> tuple:
         return super().layout() + (self.sources,)
-
-    def materialised(self, p_shape) -> PerEntry:
-        """The block as a plain per-entry block (what a readout filters)."""
-        return per_entry(self.state, self.param, self.spec, self.full_shape, self.dtype, p_shape)
 
     def update(self, plan, values: StepValues, T):
         return jnp.stack([values.J[(self.state, InputKey("chain", b))].array for b in self.sources]).astype(self.dtype)
@@ -241,7 +233,36 @@ class Derived(PerEntry):
         return [(k, plan.block_index[(b, self.param)]) for k, b in enumerate(self.sources)
                 if (b, self.param) in plan.block_index]
 
-    def expand(self, plan, blocks: List, T):
+    def signals_to_sources(self, plan, signal, T, batched: bool):
+        """`[(block index of (b, p), λ_z ⊙ D[z←b])]`: where the signal of this block goes."""
+        return [(bi, signal * (T[:, k] if batched else T[k])) for k, bi in self._source_blocks(plan)]
+
+    def contract(self, plan, signal, T, context, batched: bool):
+        raise AssertionError("a recomputed block's signal is met by its sources' (emit.contract)")
+
+    def keep_mask(self, plan, keep):
+        return jnp.ones((), keep.dtype)      # it holds no parameter entry: its sources restart
+
+    def _terms(self, plan) -> str:
+        sn, z, p = plan.state_names, plan.state_names[self.state], plan.param_names[self.param]
+        return " + ".join(f"D[{z}←{sn[self.sources[k]]}] ⊙ e[{sn[self.sources[k]]},{p}]"
+                          for k, _ in self._source_blocks(plan))
+
+
+@dataclass(frozen=True)
+class Derived(_Recomputed, PerEntry):
+    """M[z, p] = Σ_b D[z←b] ⊙ M[b, p] where z's new value is a per-neuron function of the new
+    state leaves b; the block itself (`full_shape`) is recomputed where it is read."""
+    sources: Tuple[int, ...] = ()      # the state leaves b
+    full_shape: Tuple[int, ...] = ()
+
+    kind = "recomputed from the traces of the states it is a function of (per-neuron coefficients carried)"
+
+    def materialised(self, p_shape) -> PerEntry:
+        """The block as a plain per-entry block (what a readout filters)."""
+        return per_entry(self.state, self.param, self.spec, self.full_shape, self.dtype, p_shape)
+
+    def expand(self, plan, blocks: List, T, us: Dict):
         sources = self._source_blocks(plan)
         if not all(plan.blocks[bi].expandable for _, bi in sources):
             return None     # a filtered source: read by no state, met by the signal only (passes/blocks.py)
@@ -252,23 +273,11 @@ class Derived(PerEntry):
             total = term if total is None else total + term
         return total.astype(self.dtype)
 
-    def signals_to_sources(self, plan, signal, T, batched: bool):
-        """`[(block index of (b, p), λ_z ⊙ D[z←b])]`: where the signal of this block goes."""
-        return [(bi, signal * (T[:, k] if batched else T[k])) for k, bi in self._source_blocks(plan)]
-
-    def contract(self, plan, signal, T, context, batched: bool):
-        raise AssertionError("a derived block's signal is met by its sources' (emit.contract)")
-
-    def keep_mask(self, plan, keep):
-        return jnp.ones((), keep.dtype)      # it holds no parameter entry: its sources restart
-
     def rule(self, plan) -> str:
-        sn, pn = plan.state_names, plan.param_names
-        z, p = sn[self.state], pn[self.param]
-        terms = " + ".join(f"D[{z}←{sn[self.sources[k]]}] ⊙ e[{sn[self.sources[k]]},{p}]"
-                           for k, _ in self._source_blocks(plan))
-        return (f"e[{z},{p}] = {terms}  (D: ∂{z}/∂{', '.join(sn[b] for b in self.sources)} of the same step, "
-                f"carried; the block of shape {self.full_shape} is recomputed where it is read)")
+        sn = plan.state_names
+        return (f"e[{sn[self.state]},{plan.param_names[self.param]}] = {self._terms(plan)}  (D: ∂{sn[self.state]}/"
+                f"∂{', '.join(sn[b] for b in self.sources)} of the same step, carried; the block of shape "
+                f"{self.full_shape} is recomputed where it is read)")
 
 
 def _per_neuron(d, ndim):
@@ -465,6 +474,35 @@ class PerEdge(Storage):
                 f"(s: one of the {e.nnz} synapses of the {e.form} at {e.source}; g: its presynaptic value)")
 
 
+@dataclass(frozen=True)
+class DerivedPerEdge(_Recomputed, PerEdge):
+    """`Derived` at the synapses that exist: e[z, p][s] = Σ_b D[z←b][post[s]] e[b, p][s], every
+    source b stored per edge of the same sparse synapse."""
+    sources: Tuple[int, ...] = ()      # the state leaves b
+    full_shape: Tuple[int, ...] = ()
+
+    kind = "recomputed per edge from the traces of the states it is a function of (per-neuron coefficients carried)"
+
+    def materialised(self, p_shape) -> PerEdge:
+        """The block as a plain per-edge block (what a readout filters)."""
+        return PerEdge(self.state, self.param, self.spec, self.full_shape, self.dtype, edge=self.edge)
+
+    def expand(self, plan, blocks: List, T, us: Dict):
+        post = us[(plan.structure.edges[self.edge].key, "post")]
+        total = None
+        for k, bi in self._source_blocks(plan):
+            term = _at(T[k], post) * blocks[bi]
+            total = term if total is None else total + term
+        return total.astype(self.dtype)
+
+    def rule(self, plan) -> str:
+        e = plan.structure.edges[self.edge]
+        sn = plan.state_names
+        return (f"e[{sn[self.state]},{plan.param_names[self.param]}][s] = {self._terms(plan).replace('⊙ e', '⊙ e[s]')}"
+                f"  (D at post[s], s: one of the {e.nnz} synapses of the {e.form} at {e.source}; D: ∂{sn[self.state]}/"
+                f"∂{', '.join(sn[b] for b in self.sources)} of the same step, carried)")
+
+
 def _at(x, post, axis=0):
     """x at each synapse's neuron; a synapse JAX drops (index out of range) reads zero."""
     return jnp.take(x, post, axis=axis, mode="fill", fill_value=0)
@@ -501,4 +539,5 @@ def _scalar(x):
 
 
 __all__ = ["Storage", "PerEntry", "Diagonal", "SharedParameter", "Synaptic", "Dense", "Derived", "Factorised",
-           "ConvolutionWindow", "ReadoutFiltered", "PerEdge", "per_entry", "synapse_block", "StepValues"]
+           "ConvolutionWindow", "ReadoutFiltered", "PerEdge", "DerivedPerEdge", "per_entry", "synapse_block",
+           "StepValues"]

@@ -17,8 +17,8 @@ from .. import jacobian as jac
 from ..errors import source_line
 from ..jaxpr_util import equation_at
 from ..records import InputKey, Step, Structure, nbytes
-from ..storage import (ConvolutionWindow, Dense, Derived, Factorised, PerEdge, PerEntry, ReadoutFiltered, Storage,
-                       Synaptic, per_entry)
+from ..storage import (ConvolutionWindow, Dense, Derived, DerivedPerEdge, Factorised, PerEdge, PerEntry,
+                       ReadoutFiltered, Storage, Synaptic, per_entry)
 from ..structure import AxisMap, compose_maps, identity_map, merge_maps
 
 # Above this many bytes of dense trace per example, building a program warns.
@@ -226,11 +226,16 @@ def _derive(step: Step, method, structure: Structure, blocks) -> list:
         sources = structure.chains.get(blk.state, ())
         found = [by_key[(b, blk.param)] for b in sources if (b, blk.param) in by_key]
         coefficients = (len(sources),) + tuple(step.s_avals[blk.state].shape)
-        if (type(blk) in (Synaptic, Dense) and found
-                and all(isinstance(f, (PerEntry, Factorised)) and not structure.chains.get(f.state) for f in found)
-                and nbytes(coefficients, blk.dtype) < blk.nbytes):
+        if (not found or any(structure.chains.get(f.state) for f in found)
+                or blk.param in structure.chain_direct.get(blk.state, ())     # z reads the parameter itself
+                or nbytes(coefficients, blk.dtype) >= blk.nbytes):
+            continue
+        if type(blk) in (Synaptic, Dense) and all(isinstance(f, (PerEntry, Factorised)) for f in found):
             derived.append(Derived(blk.state, blk.param, blk.spec, coefficients, blk.dtype, sources=sources,
                                    full_shape=blk.shape))
+        elif type(blk) is PerEdge and all(type(f) is PerEdge and f.edge == blk.edge for f in found):
+            derived.append(DerivedPerEdge(blk.state, blk.param, blk.spec, coefficients, blk.dtype, edge=blk.edge,
+                                          sources=sources, full_shape=blk.shape))
     replaced = {(d.state, d.param) for d in derived}
     return [b for b in blocks if (b.state, b.param) not in replaced] + derived
 
@@ -260,7 +265,7 @@ def _readout_filters(step: Step, method, structure: Structure, blocks) -> Tuple[
             continue
         # a per-neuron function of the group's new states (the next layer's spike) is no filter:
         # its block is recomputed from theirs where the signal meets it (read by no state)
-        chained = [c for c in reached if c in structure.chains
+        chained = [c for c in reached if c in structure.chains and not structure.chain_direct[c]
                    and set(structure.chains[c]) <= set(reached) - set(structure.chains)]
         group = [a for a in reached if a not in chained]
         b = pr.source

@@ -9,11 +9,13 @@ storing it.
 
 Proved on the JVP program: with the equation producing each other leaf's new tangent standing
 for a tracked input of its own (`InputKey("chain", b)`), z's new tangent depends on those
-inputs only, each through the identity map.
+inputs, each through the identity map, and on parameters directly at most (a trained
+threshold or adaptation strength β). The blocks of z for a parameter it reads directly are
+carried as usual; the others are recomputed.
 """
 from __future__ import annotations
 
-from typing import Dict, Set, Tuple
+from typing import Dict, FrozenSet, Set, Tuple
 
 from jax.extend import core as jcore
 
@@ -22,13 +24,15 @@ from ..records import InputKey, Jvp, Step
 from ..structure import identity_map
 
 
-def find_chains(step: Step, jvp: Jvp, projections: Dict, swapped: Set) -> Tuple[Dict[int, Tuple[int, ...]], Dict]:
+def find_chains(step: Step, jvp: Jvp, projections: Dict, swapped: Set
+                ) -> Tuple[Dict[int, Tuple[int, ...]], Dict[int, FrozenSet[int]], Dict]:
     """`projections`: the equations standing for tracked inputs in the structural analysis;
     `swapped`: every equation whose result the emitted step replaces (no probe goes there).
 
-    **Returns:** `(chains, paths)`: `chains[z]` the state leaves z's new value is a per-neuron
-    function of (nothing else differentiable reaches it), `paths[InputKey("chain", b)]` the
-    top-level equation producing b's new tangent (where a probe of b's tangent is injected)."""
+    **Returns:** `(chains, direct, paths)`: `chains[z]` the state leaves z's new value is a
+    per-neuron function of (nothing else differentiable reaches it but parameters),
+    `direct[z]` the parameters z reads directly, `paths[InputKey("chain", b)]` the top-level
+    equation producing b's new tangent (where a probe of b's tangent is injected)."""
     jx = jvp.closed.jaxpr
     S = step.diff_states
     tangents = jx.outvars[len(S): 2 * len(S)]
@@ -39,7 +43,7 @@ def find_chains(step: Step, jvp: Jvp, projections: Dict, swapped: Set) -> Tuple[
         if (eqn_index is not None and len(jx.eqns[eqn_index].outvars) == 1 and tangents.count(v) == 1
                 and (eqn_index,) not in swapped):
             paths[InputKey("chain", a)] = (eqn_index,)
-    chains = {}
+    chains, direct = {}, {}
     for z, v in zip(S, tangents):
         sources = {key.index for key in paths if key.index != z and paths[key][0] in _cone(jx, producer, v)}
         if not sources:
@@ -49,11 +53,13 @@ def find_chains(step: Step, jvp: Jvp, projections: Dict, swapped: Set) -> Tuple[
                            projections={**projections, **probed})
         deps = analysis.outputs[len(S) + S.index(z)]
         shape = tuple(step.s_avals[z].shape)
-        if deps and all(key[0] == "chain" and tuple(step.s_avals[key[1]].shape) == shape
-                        and m == identity_map(len(shape)) for key, m in deps.items()):
-            chains[z] = tuple(sorted(key[1] for key in deps))
+        links = {key: m for key, m in deps.items() if key[0] != "param"}
+        if links and all(key[0] == "chain" and tuple(step.s_avals[key[1]].shape) == shape
+                         and m == identity_map(len(shape)) for key, m in links.items()):
+            chains[z] = tuple(sorted(key[1] for key in links))
+            direct[z] = frozenset(key[1] for key in deps if key[0] == "param")
     used = {b for sources in chains.values() for b in sources}
-    return chains, {key: path for key, path in paths.items() if key.index in used}
+    return chains, direct, {key: path for key, path in paths.items() if key.index in used}
 
 
 def _cone(jx, producer, var) -> Set[int]:

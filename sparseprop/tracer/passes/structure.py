@@ -34,7 +34,8 @@ def analyse_structure(step: Step, jvp: Jvp, projections: Tuple[Projection, ...])
         shapes[edge.key] = edge.out_shape
         dtypes[edge.key] = equation_at(jx, edge.path).outvars[0].aval.dtype
     swapped = set(stand_ins) | {syn.path for syn in analysis.synapses}
-    chains, chain_paths = find_chains(step, jvp, stand_ins, swapped)
+    chains, chain_direct, chain_paths = find_chains(step, jvp, stand_ins, swapped)
     for key in chain_paths:
         shapes[key], dtypes[key] = shapes[InputKey("state", key.index)], dtypes[InputKey("state", key.index)]
-    return Structure(jx, analysis, tuple(projections), jmap, uniform, shapes, dtypes, jvp.edges, chains, chain_paths)
+    return Structure(jx, analysis, tuple(projections), jmap, uniform, shapes, dtypes, jvp.edges, chains, chain_paths,
+                     chain_direct)
