@@ -24,11 +24,12 @@ Writes `grid.csv`, `grid_ratios.csv`, `grid.png` and `grid.md` to `--out` (defau
 `--check` compares every hand-written program with sparseprop in float64 (and `lif2` with
 BPTT); `--selftest` checks the HLO byte counter on loops whose bytes are known.
 
-`--xla sparseprop` compiles every program (generated, hand-written, BPTT) with
-`sparseprop.compiler_options()` instead of XLA's defaults; rows record which.
+Every program (generated, hand-written, BPTT) is compiled twice, with XLA's default options
+and with `sparseprop.compiler_options()`, and all are timed in one round robin (`--xla` picks
+one); rows record which.
 
 Usage: python benchmarks/grid.py [--quick] [--networks lif alif] [--sizes 128,128 512,700]
-       [--steps 20] [--repeats 5] [--xla default|sparseprop] [--append] [--render] [--check] [--selftest]
+       [--steps 20] [--repeats 5] [--xla default sparseprop] [--append] [--render] [--check] [--selftest]
 """
 from __future__ import annotations
 
@@ -118,54 +119,61 @@ def max_rel(a, b) -> float:
                for x, y in zip(jax.tree_util.tree_leaves(a), jax.tree_util.tree_leaves(b)))
 
 
+#: XLA settings a point can be compiled with: name -> compiler options
+XLA_SETTINGS = {"default": lambda: {}, "sparseprop": sp.compiler_options}
+
+
 def measure_point(network: str, n: int, m: int, cfg: dict, bandwidth: float) -> list:
-    """Compile, analyse and time every program of one point.
+    """Compile, analyse and time every program of one point, under each XLA setting of
+    `cfg["xla"]` (all timed in one round robin, so the settings are compared side by side).
 
     **Arguments:**
 
     - `network`, `n`, `m`: the point.
-    - `cfg`: `{k, batch, steps, repeats, exact_max_bytes, machine}`.
+    - `cfg`: `{k, batch, steps, repeats, exact_max_bytes, machine, xla}` (`xla`: names of
+      `XLA_SETTINGS`).
     - `bandwidth`: streaming bandwidth in bytes/s, for the floor.
 
     **Returns:**
 
-    One row (dict) per program, skipped programs included (with `skip`).
+    One row (dict) per program and setting, skipped programs included (with `skip`).
     """
     k, batch, steps = cfg["k"], cfg["batch"], cfg["steps"]
     problem = ref.make_problem(network, n, m, k, batch, steps)
     args = _args(problem)
     unit = batch * n * (n + m) * 4
     skip = exact_skip_reason(problem, cfg["exact_max_bytes"])
-    base = dict(network=network, n=n, m=m, xla=cfg["xla"], k=k, batch=batch, T=steps, U_MiB=round(unit / 2 ** 20, 3))
+    base = dict(network=network, n=n, m=m, k=k, batch=batch, T=steps, U_MiB=round(unit / 2 ** 20, 3))
     compiled, static = {}, {}
-    for name, fn in programs(network, problem, exact=skip is None).items():
-        t0 = time.perf_counter()
-        compiled[name] = jax.jit(fn).lower(*args).compile(compiler_options=cfg["compiler_options"])
-        hlo = hlo_loop_bytes(compiled[name].as_text(), unit, every_loop=True)
-        moved = hlo["read_bytes"] + hlo["written_bytes"]
-        static[name] = dict(compile_s=round(time.perf_counter() - t0, 2),
-                            temp_MiB=round(compiled[name].memory_analysis().temp_size_in_bytes / 2 ** 20, 2),
-                            loops=hlo["loops"], MB_per_step=round(moved / 1e6, 3), passes_U=round(hlo["passes"], 2),
-                            unit_buffers_read=hlo["unit_buffers_read"],
-                            unit_buffers_written=hlo["unit_buffers_written"], copies=hlo["copies"],
-                            floor_ms=moved / bandwidth * 1e3)
+    for xla in cfg["xla"]:
+        options = XLA_SETTINGS[xla]()
+        for name, fn in programs(network, problem, exact=skip is None).items():
+            t0 = time.perf_counter()
+            c = compiled[(xla, name)] = jax.jit(fn).lower(*args).compile(compiler_options=options)
+            hlo = hlo_loop_bytes(c.as_text(), unit, every_loop=True)
+            moved = hlo["read_bytes"] + hlo["written_bytes"]
+            static[(xla, name)] = dict(
+                compile_s=round(time.perf_counter() - t0, 2),
+                temp_MiB=round(c.memory_analysis().temp_size_in_bytes / 2 ** 20, 2), loops=hlo["loops"],
+                MB_per_step=round(moved / 1e6, 3), passes_U=round(hlo["passes"], 2),
+                unit_buffers_read=hlo["unit_buffers_read"], unit_buffers_written=hlo["unit_buffers_written"],
+                copies=hlo["copies"], floor_ms=moved / bandwidth * 1e3)
     # exact (dense traces, up to a GiB) is timed on its own: in the round robin its large
     # buffers made the program timed after it pay page faults (BPTT 30x slower at lif 128/128)
-    timing = time_compiled({k: c for k, c in compiled.items() if k != "exact"}, args, steps, cfg["repeats"])
-    if "exact" in compiled:
-        timing.update(time_compiled({"exact": compiled["exact"]}, args, steps, cfg["repeats"]))
-    eprop_grads = timing["eprop"]["result"][1]
+    timing = time_compiled({key: c for key, c in compiled.items() if key[1] != "exact"}, args, steps, cfg["repeats"])
+    timing.update(time_compiled({key: c for key, c in compiled.items() if key[1] == "exact"}, args, steps,
+                                cfg["repeats"]))
     rows = []
-    for name in compiled:
-        med, best, result = (timing[name][key] for key in ("ms_per_step", "ms_per_step_min", "result"))
-        rows.append(dict(base, program=name, ms_per_step=round(med, 4), ms_per_step_min=round(best, 4),
-                         **{key: value for key, value in static[name].items() if key != "floor_ms"},
-                         floor_ms=round(static[name]["floor_ms"], 4),
-                         x_floor=round(med / static[name]["floor_ms"], 2),
-                         relerr_vs_eprop_f32=f"{max_rel(result[1], eprop_grads):.1e}",
+    for (xla, name) in compiled:
+        med, best, result = (timing[(xla, name)][key] for key in ("ms_per_step", "ms_per_step_min", "result"))
+        floor = static[(xla, name)]["floor_ms"]
+        rows.append(dict(base, xla=xla, program=name, ms_per_step=round(med, 4), ms_per_step_min=round(best, 4),
+                         **{key: value for key, value in static[(xla, name)].items() if key != "floor_ms"},
+                         floor_ms=round(floor, 4), x_floor=round(med / floor, 2),
+                         relerr_vs_eprop_f32=f"{max_rel(result[1], timing[(xla, 'eprop')]['result'][1]):.1e}",
                          repeats=cfg["repeats"], machine=cfg["machine"]))
     if skip:
-        rows.append(dict(base, program="exact", skip=skip, machine=cfg["machine"]))
+        rows += [dict(base, xla=xla, program="exact", skip=skip, machine=cfg["machine"]) for xla in cfg["xla"]]
     return rows
 
 
@@ -210,7 +218,8 @@ TITLES = {"lif": "recurrent LIF, shared leak", "alif": "recurrent ALIF, per-neur
 
 
 def plot(ratio_rows: list, path: str, title: str) -> None:
-    """One panel per network: eprop / hand (left axis) and passes of U per step (right axis) vs n.
+    """One column per network: eprop / hand time per step (top) and the bytes each moves per
+    step in passes of U (bottom) vs n; a colour per m, a line style per XLA setting.
 
     **Arguments:** `ratio_rows` from `ratios`; `path`: the PNG; `title`: the figure title.
 
@@ -220,33 +229,36 @@ def plot(ratio_rows: list, path: str, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     networks = [w for w in ref.NETWORKS if any(r["network"] == w for r in ratio_rows)]
-    fig, axes = plt.subplots(1, len(networks), figsize=(4.2 * len(networks), 3.8), squeeze=False)
-    for ax, network in zip(axes[0], networks):
-        twin = ax.twinx()
-        for (m, marker), (xla, style) in itertools.product(zip(sorted({r["m"] for r in ratio_rows}), "os^"),
-                                                          (("default", "-"), ("sparseprop", "--"))):
+    fig, axes = plt.subplots(2, len(networks), figsize=(3.6 * len(networks), 6.0), squeeze=False, sharex=True)
+    ms = sorted({r["m"] for r in ratio_rows})
+    styles = {"default": "-", "sparseprop": "--"}
+    for col, network in enumerate(networks):
+        top, bottom = axes[0, col], axes[1, col]
+        for (colour, m), (xla, style) in itertools.product(enumerate(ms), styles.items()):
             rows = sorted((r for r in ratio_rows if r["network"] == network and r["m"] == m and r["xla"] == xla),
                           key=lambda r: r["n"])
             if not rows:
                 continue
-            ns, tag = [r["n"] for r in rows], f"m={m}, xla {xla}"
-            ax.plot(ns, [r["eprop_over_hand"] for r in rows], "C0" + marker + style, label=f"eprop / hand, {tag}")
-            twin.plot(ns, [r["passes_eprop"] for r in rows], "C1" + marker + style, lw=0.8, label=f"passes eprop, {tag}")
-            twin.plot(ns, [r["passes_hand"] for r in rows], "C2" + marker + style, lw=0.8, label=f"passes hand, {tag}")
-        ax.axhline(1.0, color="k", lw=0.6)
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("n (hidden neurons)")
-        ax.set_ylabel("eprop / hand (ms per step)", color="C0")
-        twin.set_ylabel("U moved per step (passes)")
-        ax.set_title(TITLES[network], fontsize=9)
-        ax.grid(alpha=0.3)
-        handles = ax.get_legend_handles_labels()
-        more = twin.get_legend_handles_labels()
-        ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=6)
-    fig.suptitle(title, fontsize=8)
+            ns = [r["n"] for r in rows]
+            top.plot(ns, [r["eprop_over_hand"] for r in rows], f"C{colour}o{style}", label=f"m={m}, xla {xla}")
+            bottom.plot(ns, [r["passes_eprop"] for r in rows], f"C{colour}o{style}", label=f"eprop, m={m}, xla {xla}")
+            bottom.plot(ns, [r["passes_hand"] for r in rows], f"C{colour}x{style}", alpha=0.6,
+                        label=f"hand, m={m}, xla {xla}")
+        top.axhline(1.0, color="k", lw=0.6)
+        top.set_title(TITLES[network], fontsize=9)
+        top.set_ylabel("eprop / hand (ms per step)" if col == 0 else "")
+        bottom.set_ylabel("U moved per step (passes)" if col == 0 else "")
+        bottom.set_xlabel("n (hidden neurons)")
+        for ax in (top, bottom):
+            ax.set_xscale("log", base=2)
+            ax.grid(alpha=0.3)
+    for row in range(2):
+        handles, labels = axes[row, 0].get_legend_handles_labels()
+        axes[row, -1].legend(handles, labels, fontsize=6, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    fig.suptitle(title + "\nbottom: o eprop, x hand", fontsize=8)
     fig.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
@@ -432,8 +444,9 @@ def main(argv=None):
     ap.add_argument("--out", default=None, help="output folder (default benchmarks/results; --quick out/bench-quick)")
     ap.add_argument("--append", action="store_true", help="keep the rows of other points already in grid.csv")
     ap.add_argument("--render", action="store_true", help="only re-render ratios, figure and table from grid.csv")
-    ap.add_argument("--xla", choices=("default", "sparseprop"), default="default",
-                    help="compile every program with XLA's default options or with sparseprop.compiler_options()")
+    ap.add_argument("--xla", nargs="+", choices=tuple(XLA_SETTINGS), default=list(XLA_SETTINGS),
+                    help="compile every program with XLA's default options and/or with "
+                         "sparseprop.compiler_options() (default both, timed side by side)")
     ap.add_argument("--check", action="store_true", help="float64 checks of the hand-written programs, then exit")
     ap.add_argument("--selftest", action="store_true", help="check the HLO byte counter, then exit")
     a = ap.parse_args(argv)
@@ -446,15 +459,14 @@ def main(argv=None):
     bandwidth = 0.0 if a.render else streaming_bandwidth(20e6 if quick else 200e6)
     cfg = dict(k=10, batch=a.batch or (4 if quick else 16), steps=a.steps or (5 if quick else 20),
                repeats=a.repeats or (2 if quick else 5), exact_max_bytes=a.exact_max_gib * 2 ** 30,
-               machine=machine_label(), bandwidth=bandwidth, xla=a.xla,
-               compiler_options=sp.compiler_options() if a.xla == "sparseprop" else {})
+               machine=machine_label(), bandwidth=bandwidth, xla=a.xla)
     points = [] if a.render else [(w, n, m) for w in a.networks
                                   for n, m in (a.sizes or (QUICK_SIZES if quick else SIZES))]
     rows = []
     if a.append or a.render:
         from eprop_speed import read_csv
         rows = [r for r in read_csv(os.path.join(out, "grid.csv"))
-                if ((r["network"], r["n"], r["m"]) not in points or (r.get("xla") or "default") != a.xla)]
+                if ((r["network"], r["n"], r["m"]) not in points or (r.get("xla") or "default") not in a.xla)]
     rows += measure_points(points, cfg)
     ratio_rows = ratios(rows)
     write_csv(rows, os.path.join(out, "grid.csv"))

@@ -128,7 +128,7 @@ def main(argv=None):
     opt_state = optimizer.init(params)
     batch_state0 = jax.tree_util.tree_map(lambda v: jnp.broadcast_to(v, (B,) + v.shape), state0)
 
-    @jax.jit
+    @sp.jit
     def train_step(params, opt_state, events, labels):
         """One batch, online: traces carried through the T steps, gradients summed over the batch."""
         targets = (jnp.broadcast_to(jax.nn.one_hot(labels, N_OUT)[:, None], (B, T, N_OUT)),

@@ -120,7 +120,7 @@ def main(argv=None):
         _, total = learner.run(params, carry, spikes, targets)
         return total
 
-    @jax.jit
+    @sp.jit
     def train_step(params, opt_state, key, images, labels):
         # Fresh spike trains every time an image is seen (the encoder is part of the jitted step).
         spikes = rate_encode(key, images, T, max_prob=args.max_prob, time_axis=1)   # (B, T, 64)

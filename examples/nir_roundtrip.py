@@ -72,7 +72,7 @@ def main(argv=None):
     print(f"loaded {len(graph.nodes)} NIR nodes; online exact gradient vs BPTT: "
           f"max|online - BPTT| / max|BPTT| = {err:.1e} (over all gradient entries, as in the figure)")
 
-    @jax.jit
+    @sp.jit
     def train_pass(params):
         carry = learner.init(params, state0, xs[0])
         _, total = learner.run(params, carry, xs, targets)

@@ -47,7 +47,7 @@ def main():
     print(f"online vs BPTT: max relative gradient error {err:.2e} (float32)")
 
     # 2. Learn online: one SGD update after every time step of a repeating stream.
-    @jax.jit
+    @sp.jit      # jax.jit with the XLA options online programs run fastest with
     def learn_step(params, carry, x, target):
         carry, out = learner.step(params, carry, x, target)
         params = jax.tree_util.tree_map(lambda p, g: p - LR * g, params, out.grads)

@@ -86,7 +86,7 @@ def main(argv=None):
     kinds = sorted({b.kind for b in report.blocks if b.param == "params['theta']"})
     print(f"traces of the {N_SYN} recurrent synapses: {kinds}; {report.trace_bytes} bytes in all")
 
-    @jax.jit
+    @sp.jit
     def learn_step(params, carry, x, target, key):
         carry, out = learner.step(params, carry, x, target)
         noise = NOISE * jax.random.normal(key, params["theta"].shape)

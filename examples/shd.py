@@ -126,7 +126,7 @@ def train_online(args, train, test):
     def predict(outputs):
         return jnp.argmax(jnp.einsum("btk,t->bk", outputs, step_weights), axis=-1)
 
-    @jax.jit
+    @sp.jit
     def train_step(params, opt_state, xs, labels, valid):
         total = jax.vmap(sequence, in_axes=(None, 0, 0, 0))(params, xs, labels, valid.astype(jnp.float32))
         n_valid = jnp.maximum(valid.sum(), 1)

@@ -129,7 +129,7 @@ def main(argv=None):
         phases = advance_stream(phases, 0.0)
     stream = (phases, jnp.stack(ahead))
 
-    @jax.jit
+    @sp.jit
     def run_chunk(params, opt_state, carry, stream, t0):
         def one_step(acc, t):
             params, opt_state, carry, (phases, ahead) = acc
