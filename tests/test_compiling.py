@@ -21,8 +21,9 @@ def test_options_are_for_the_cpu_backend_only():
     assert "x" not in sp.compiling.CPU_OPTIONS
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(jax.default_backend() != "cpu", reason="the options measured are XLA:CPU's")
-@pytest.mark.parametrize("dtype", [pytest.param(jnp.float64, marks=pytest.mark.slow), jnp.float32])
+@pytest.mark.parametrize("dtype", [jnp.float64, jnp.float32])
 def test_alif_eprop_same_gradients_and_no_trace_copies(dtype):
     """Recurrent ALIF e-prop (ε^v read by two updates): the default copy insertion copies it
     every step; with the options the loop body has no copy and moves fewer bytes."""

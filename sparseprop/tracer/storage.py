@@ -476,7 +476,7 @@ class PerEdge(Storage):
 
 @dataclass(frozen=True)
 class DerivedPerEdge(_Recomputed, PerEdge):
-    """`Derived` at the synapses that exist: e[z, p][s] = Σ_b D[z←b][post[s]] e[b, p][s], every
+    """`Derived` at the synapses that exist: `e[z, p][s] = Σ_b D[z←b][post[s]] e[b, p][s]`, every
     source b stored per edge of the same sparse synapse."""
     sources: Tuple[int, ...] = ()      # the state leaves b
     full_shape: Tuple[int, ...] = ()
