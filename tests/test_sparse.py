@@ -397,6 +397,7 @@ def test_snap1_recurrent_edge_list():
     assert max_relative_error(total.grads["w_rec"], oracle["w_rec"]) <= 1e-9
 
 
+@pytest.mark.slow
 def test_a_spikes_per_edge_trace_is_recomputed_and_its_value_is_the_jacobian():
     """A feed-forward sparse ALIF layer: the spike z = H(v − 1 − β a) of this step's v and a has
     its per-edge block recomputed as D[z←v][post[s]] e[v][s] + D[z←a][post[s]] e[a][s] (two
