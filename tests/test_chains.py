@@ -118,6 +118,24 @@ def test_batched_run_and_jit_equal_bptt():
     assert max_relative_error(total.grads, summed) <= 1e-9
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("batch", [5, 65])
+def test_batch_sums_on_both_sides_of_the_slice_limit_equal_bptt(batch):
+    """The gradient's batch sum is a sum of per-example slices up to 64 examples and one
+    contraction above (storage.PerEntry); both equal the summed per-example BPTT gradients."""
+    from sparseprop.tracer.storage import _SLICED_BATCH_MAX
+    assert 5 <= _SLICED_BATCH_MAX < 65
+    params = _params(9)
+    xs, targets = _data(10)
+    scale = jnp.linspace(0.5, 1.5, batch)[:, None, None]
+    xb, tb = scale * xs, scale[::-1] * targets
+    learner = sp.online_grad(alif, mse, method="exact")
+    s0 = jax.tree_util.tree_map(lambda a: jnp.stack([a] * batch), _state0())
+    _, total = learner.run_batch(params, learner.init_batch(params, s0, xb[:, 0]), xb, tb)
+    grads = jax.vmap(lambda x, t: bptt(alif, mse, params, _state0(), x, t)[1])(xb, tb)
+    assert max_relative_error(total.grads, jax.tree_util.tree_map(lambda g: jnp.sum(g, 0), grads)) <= 1e-9
+
+
 def test_a_leaf_mixing_its_sources_is_not_a_chain():
     """softmax couples the neurons of v: z's trace is carried as it is, still exact."""
     def model(p, s, x):
