@@ -145,9 +145,10 @@ def measure_point(network: str, n: int, m: int, cfg: dict, bandwidth: float) -> 
     skip = exact_skip_reason(problem, cfg["exact_max_bytes"])
     base = dict(network=network, n=n, m=m, k=k, batch=batch, T=steps, U_MiB=round(unit / 2 ** 20, 3))
     compiled, static = {}, {}
+    fns = programs(network, problem, exact=skip is None)
     for xla in cfg["xla"]:
         options = XLA_SETTINGS[xla]()
-        for name, fn in programs(network, problem, exact=skip is None).items():
+        for name, fn in fns.items():
             t0 = time.perf_counter()
             c = compiled[(xla, name)] = jax.jit(fn).lower(*args).compile(compiler_options=options)
             hlo = hlo_loop_bytes(c.as_text(), unit, every_loop=True)

@@ -243,10 +243,15 @@ class _Recomputed:
     def keep_mask(self, plan, keep):
         return jnp.ones((), keep.dtype)      # it holds no parameter entry: its sources restart
 
-    def _terms(self, plan) -> str:
+    def _terms(self, plan, at: str = "") -> str:
+        """Σ_b D[z←b] ⊙ e[b, p] in words (`at`: an index written after each source's block)."""
         sn, z, p = plan.state_names, plan.state_names[self.state], plan.param_names[self.param]
-        return " + ".join(f"D[{z}←{sn[self.sources[k]]}] ⊙ e[{sn[self.sources[k]]},{p}]"
+        return " + ".join(f"D[{z}←{sn[self.sources[k]]}] ⊙ e[{sn[self.sources[k]]},{p}]{at}"
                           for k, _ in self._source_blocks(plan))
+
+    def _coefficients(self, plan) -> str:
+        sn = plan.state_names
+        return f"D: ∂{sn[self.state]}/∂{', '.join(sn[b] for b in self.sources)} of the same step, carried"
 
 
 @dataclass(frozen=True)
@@ -274,10 +279,8 @@ class Derived(_Recomputed, PerEntry):
         return total.astype(self.dtype)
 
     def rule(self, plan) -> str:
-        sn = plan.state_names
-        return (f"e[{sn[self.state]},{plan.param_names[self.param]}] = {self._terms(plan)}  (D: ∂{sn[self.state]}/"
-                f"∂{', '.join(sn[b] for b in self.sources)} of the same step, carried; the block of shape "
-                f"{self.full_shape} is recomputed where it is read)")
+        return (f"e[{plan.state_names[self.state]},{plan.param_names[self.param]}] = {self._terms(plan)}  "
+                f"({self._coefficients(plan)}; the block of shape {self.full_shape} is recomputed where it is read)")
 
 
 def _per_neuron(d, ndim):
@@ -497,10 +500,9 @@ class DerivedPerEdge(_Recomputed, PerEdge):
 
     def rule(self, plan) -> str:
         e = plan.structure.edges[self.edge]
-        sn = plan.state_names
-        return (f"e[{sn[self.state]},{plan.param_names[self.param]}][s] = {self._terms(plan).replace('⊙ e', '⊙ e[s]')}"
-                f"  (D at post[s], s: one of the {e.nnz} synapses of the {e.form} at {e.source}; D: ∂{sn[self.state]}/"
-                f"∂{', '.join(sn[b] for b in self.sources)} of the same step, carried)")
+        return (f"e[{plan.state_names[self.state]},{plan.param_names[self.param]}][s] = {self._terms(plan, '[s]')}"
+                f"  (D at post[s], s: one of the {e.nnz} synapses of the {e.form} at {e.source}; "
+                f"{self._coefficients(plan)})")
 
 
 def _at(x, post, axis=0):
